@@ -1,0 +1,335 @@
+"""QuartzNet CPU speed: qnet against NVIDIA NeMo's own QuartzNet, inference and one training step.
+
+    python bench/bench_model_speed.py                      # everything below, prints a table
+    python bench/bench_model_speed.py --configs 15x5 --repeats 5 --impls qnet,nemo
+
+Each implementation runs in its own subprocess ("worker") so that thread settings and torch versions
+do not mix:
+
+| impl           | python                       | what is timed                                              |
+|----------------|------------------------------|------------------------------------------------------------|
+| qnet           | this venv (torch 1.13)       | `qnet.model.build_model(cfg)`, eager                       |
+| qnet-fold      | this venv                    | eval copy with BatchNorm folded into the convs (qnet.export)|
+| qnet-script    | this venv                    | folded + TorchScript (what `qnet.bin.export` writes)       |
+| qnet-onnx      | this venv, onnxruntime       | folded ONNX export run by onnxruntime (inference only)     |
+| qnet-t2        | NeMo venv (torch 2.x)        | qnet's model code, eager, under NeMo's torch               |
+| qnet-fold-t2   | NeMo venv                    | folded eval copy under NeMo's torch                        |
+| nemo           | NeMo venv (bench/nemo_quartznet.py) | NeMo's EncDecCTCModel from quartznet_15x5.yaml's layout |
+
+Tasks per configuration (random weights, random features, fp32, `--threads` intra-op threads):
+`infer_b1` one 10 s clip (1000 frames) in eval mode under inference_mode; `infer_b8` 8 such clips in one
+batch; `train_b8` one training step on 8 x 10 s: train mode, forward, torch's ctc_loss (150-token
+targets), backward. Every timing is repeated `--repeats` times after `--warmup` untimed calls and
+the median is reported. Analytic FLOPs (2 per multiply-add of every conv, see `forward_flops`) give
+GFLOP/s, compared with a 2048x2048 fp32 matmul measured by each worker in the same run.
+The NeMo venv is made by bench/nemo_env.sh; without it the NeMo columns are skipped with a warning.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(REPO, "bench")
+DEFAULT_NEMO_VENV = os.environ.get("NEMO_VENV", "/work/nemo-venv")
+ALL_TASKS = ("infer_b1", "infer_b8", "train_b8")
+ALL_IMPLS = ("qnet", "qnet-fold", "qnet-script", "qnet-onnx", "qnet-t2", "qnet-fold-t2", "nemo")
+T2_IMPLS = ("qnet-t2", "qnet-fold-t2", "nemo")
+INFER_ONLY = ("qnet-fold", "qnet-script", "qnet-onnx", "qnet-fold-t2")
+NUM_TOKENS = 29
+TARGET_LEN = 150  # characters in ~10 s of read speech
+
+
+# ----------------------------------------------------------------------------------------------
+# analytic FLOPs
+
+
+def quartznet_blocks(name: str) -> List[Tuple[int, int, int, int, int, bool, bool]]:
+    """(filters, kernel, stride, dilation, repeat, residual, separable) of each block of 5x5/10x5/15x5."""
+    copies = {"5x5": 1, "10x5": 2, "15x5": 3}[name]
+    blocks = [(256, 33, 2, 1, 1, False, True)]
+    for filters, kernel in [(256, 33), (256, 39), (512, 51), (512, 63), (512, 75)]:
+        blocks += [(filters, kernel, 1, 1, 5, True, True)] * copies
+    return blocks + [(512, 87, 1, 2, 1, False, True), (1024, 1, 1, 1, 1, False, False)]
+
+
+def forward_flops(name: str, frames: int = 1000, feat_in: int = 64, num_tokens: int = NUM_TOKENS) -> float:
+    """FLOPs (2 x multiply-adds of all convs, decoder included) of one forward pass over `frames` frames.
+
+    Everything after C1 runs at ceil(frames / 2) frames; BN, ReLU, masking and log-softmax are ignored
+    (they are O(channels) per frame, under 1%).
+    """
+    t_out = (frames + 1) // 2
+    macs = 0
+    cin = feat_in
+    for filters, kernel, stride, _dilation, repeat, residual, separable in quartznet_blocks(name):
+        c = cin
+        for _ in range(repeat):
+            macs += (c * kernel + c * filters) if separable else c * filters * kernel
+            c = filters
+        if residual:
+            macs += cin * filters
+        cin = filters
+    macs += cin * num_tokens
+    return 2.0 * macs * t_out
+
+
+# ----------------------------------------------------------------------------------------------
+# timing (shared with bench/nemo_quartznet.py, which imports this module inside the NeMo venv)
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int) -> Tuple[float, List[float]]:
+    """Median and all wall-clock seconds of `repeats` calls of `fn` after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of an n x n fp32 matmul with the current thread setting (the 'peak')."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    med, _ = median_time(lambda: torch.mm(a, b), repeats, warmup=1)
+    return 2.0 * n ** 3 / med / 1e9
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """Options every worker understands."""
+    parser.add_argument("--configs", default="5x5,10x5,15x5", help="comma-separated: 5x5,10x5,15x5")
+    parser.add_argument("--tasks", default=",".join(ALL_TASKS), help=f"comma-separated subset of {ALL_TASKS}")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per task (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--frames", type=int, default=1000, help="frames per clip (1000 = 10 s)")
+
+
+def make_batch(batch: int, frames: int, layout: str, feat_in: int = 64):
+    """Random features in the runner's layout ('btf' or 'bft') and full lengths."""
+    feats = torch.randn(batch, frames, feat_in)
+    if layout == "bft":
+        feats = feats.transpose(1, 2).contiguous()
+    return feats, torch.full((batch,), frames, dtype=torch.long)
+
+
+def time_tasks(runner, tasks, args) -> Dict[str, dict]:
+    """Time the requested tasks of one runner; returns {task: {"median": s, "times": [...]}}."""
+    out = {}
+    layout = getattr(runner, "layout", "btf")
+    model = getattr(runner, "model", None)
+    for task in tasks:
+        batch = 1 if task == "infer_b1" else 8
+        feats, lens = make_batch(batch, args.frames, layout)
+        if task.startswith("infer"):
+            if model is not None:
+                model.eval()
+
+            def step():
+                with torch.inference_mode():
+                    runner(feats, lens)
+
+        else:
+            if model is None or not getattr(runner, "trainable", True):
+                continue
+            model.train()
+            generator = torch.Generator().manual_seed(0)
+            low, high = (1, runner.num_tokens) if runner.blank == 0 else (0, runner.num_tokens - 1)
+            targets = torch.randint(low, high, (batch, TARGET_LEN), generator=generator)
+            target_lens = torch.full((batch,), TARGET_LEN, dtype=torch.long)
+
+            def step():
+                model.zero_grad(set_to_none=True)
+                log_probs, out_lens = runner(feats, lens)
+                loss = torch.nn.functional.ctc_loss(
+                    log_probs.transpose(0, 1), targets, out_lens, target_lens,
+                    blank=runner.blank, reduction="mean", zero_infinity=True,
+                )
+                loss.backward()
+
+        med, times = median_time(step, args.repeats, args.warmup)
+        out[task] = {"median": med, "times": times}
+    return out
+
+
+def run_worker(impl: str, make_runner: Callable[[str], Tuple[object, int]], args) -> dict:
+    """Build and time each configuration; returns the worker's JSON-able result."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    result = {"impl": impl, "torch": torch.__version__, "python": sys.version.split()[0],
+              "threads": torch.get_num_threads(), "matmul_gflops_before": matmul_gflops(), "configs": {}}
+    tasks = [t for t in args.tasks.split(",") if t]
+    for name in [c for c in args.configs.split(",") if c]:
+        runner, params = make_runner(name)
+        result["configs"][name] = {"params": params, "tasks": time_tasks(runner, tasks, args)}
+        del runner
+    result["matmul_gflops_after"] = matmul_gflops()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# qnet workers
+
+
+class QnetRunner:
+    """qnet model (eager, folded, or scripted): (feats (B,T,F), lens) -> (log_probs, out_lens)."""
+
+    layout = "btf"
+    blank = 0
+    num_tokens = NUM_TOKENS
+
+    def __init__(self, model, trainable=True):
+        self.model = model
+        self.trainable = trainable
+
+    def __call__(self, feats, lens):
+        return self.model(feats, lens)
+
+
+class OnnxRunner:
+    """qnet's folded ONNX export run by onnxruntime (inference only)."""
+
+    layout = "btf"
+    model = None
+    trainable = False
+
+    def __init__(self, path: str, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, feats, lens):
+        return self.session.run(None, {"feats": feats.numpy(), "feat_lens": lens.numpy()})
+
+
+def qnet_worker(impl: str, args) -> dict:
+    """Time qnet's model in the current interpreter as `impl` (qnet, qnet-fold, qnet-script, qnet-onnx)."""
+    sys.path.insert(0, REPO)
+    from qnet.model import build_model
+
+    base = impl[:-3] if impl.endswith("-t2") else impl
+
+    def make_runner(name):
+        model = build_model(name, NUM_TOKENS)
+        params = sum(p.numel() for p in model.parameters())
+        if base == "qnet":
+            return QnetRunner(model), params
+        from qnet import export
+
+        folded = export.fold_batchnorm(model)
+        if base == "qnet-fold":
+            return QnetRunner(folded, trainable=False), params
+        if base == "qnet-script":
+            return QnetRunner(export.to_torchscript(folded), trainable=False), params
+        if base == "qnet-onnx":
+            import tempfile
+
+            tmp = tempfile.mkdtemp(prefix="qnet_bench_onnx.")
+            path = os.path.join(tmp, "model.onnx")
+            export.export_onnx(folded, path)
+            return OnnxRunner(path, args.threads), params
+        raise ValueError(f"unknown qnet implementation {impl!r}")
+
+    if impl.startswith("qnet-fold") or impl in ("qnet-script", "qnet-onnx"):
+        args.tasks = ",".join(t for t in args.tasks.split(",") if t != "train_b8")
+    return run_worker(impl, make_runner, args)
+
+
+# ----------------------------------------------------------------------------------------------
+# driver
+
+
+def run_subprocess(impl: str, args) -> dict:
+    """Run one worker in its interpreter; returns its JSON (or {"impl", "error"})."""
+    common = ["--configs", args.configs, "--tasks", args.tasks, "--repeats", str(args.repeats),
+              "--warmup", str(args.warmup), "--threads", str(args.threads), "--frames", str(args.frames)]
+    nemo_python = os.path.join(args.nemo_venv, "bin", "python")
+    if impl in T2_IMPLS and not os.path.exists(nemo_python):
+        return {"impl": impl, "error": f"{nemo_python} not found (run bench/nemo_env.sh)"}
+    if impl == "nemo":
+        cmd = [nemo_python, os.path.join(BENCH_DIR, "nemo_quartznet.py")] + common
+    else:
+        python = nemo_python if impl in T2_IMPLS else sys.executable
+        cmd = [python, os.path.abspath(__file__), "--worker", impl] + common
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS=str(args.threads))
+    print(f"# running {impl}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        print(f"# {impl} failed (exit {proc.returncode}):\n{tail}", file=sys.stderr)
+        return {"impl": impl, "error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else ''}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def format_table(results: List[dict], frames: int) -> str:
+    """A markdown table: seconds (median), GFLOP/s, matmul peak and speed relative to NeMo."""
+    nemo = next((r for r in results if r.get("impl") == "nemo" and "error" not in r), None)
+    lines = ["| impl | torch | config | task | median s | per 10 s clip | GFLOP/s | % of matmul | NeMo s / this s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['impl']} | - | - | - | error: {r['error']} | | | | |")
+            continue
+        peak = max(r["matmul_gflops_before"], r["matmul_gflops_after"])
+        for name, cr in r["configs"].items():
+            for task, tr in cr["tasks"].items():
+                batch = 1 if task == "infer_b1" else 8
+                flops = forward_flops(name, frames) * batch * (3 if task.startswith("train") else 1)
+                med = tr["median"]
+                gflops = flops / med / 1e9
+                ratio = ""
+                if nemo is not None:
+                    ref = nemo["configs"].get(name, {}).get("tasks", {}).get(task)
+                    if ref:
+                        ratio = f"{ref['median'] / med:.2f}x"
+                per_clip = f"{med / batch:.3f}" if task.startswith("infer") else ""
+                lines.append(f"| {r['impl']} | {r['torch']} | {name} | {task} | {med:.3f} | {per_clip} | "
+                             f"{gflops:.1f} | {100 * gflops / peak:.0f}% | {ratio} |")
+    peaks = ", ".join(f"{r['impl']} {r['matmul_gflops_before']:.0f}/{r['matmul_gflops_after']:.0f}"
+                      for r in results if "error" not in r)
+    flops = ", ".join(f"{n} {forward_flops(n, frames) / 1e9:.2f}" for n in ("5x5", "10x5", "15x5"))
+    return "\n".join(lines + ["", f"matmul 2048^2 fp32 GFLOP/s (before/after) per worker: {peaks}",
+                              f"analytic GFLOP per {frames}-frame forward: {flops} (train step = 3x forward)"])
+
+
+def main():
+    """Run the workers and print the table (or, with --worker, be one)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    add_worker_options(parser)
+    parser.add_argument("--impls", default="qnet,qnet-fold,qnet-script,qnet-onnx,qnet-t2,qnet-fold-t2,nemo",
+                        help=f"comma-separated subset of {ALL_IMPLS}")
+    parser.add_argument("--nemo-venv", default=DEFAULT_NEMO_VENV, help="venv made by bench/nemo_env.sh")
+    parser.add_argument("--json", default="", help="also write all raw results to this file")
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(qnet_worker(args.worker, args)))
+        return
+
+    impls = [i for i in args.impls.split(",") if i]
+    unknown = sorted(set(impls) - set(ALL_IMPLS))
+    if unknown:
+        parser.error(f"unknown --impls {unknown}; known: {ALL_IMPLS}")
+    results = [run_subprocess(impl, args) for impl in impls]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    print(format_table(results, args.frames))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The whole qnet pipeline on CPU in minutes: two synthetic (TTS) corpora, one in the LibriSpeech layout
+# and one in the WSJ LDC layout, run through the egs/librispeech and egs/wsj recipes themselves (their
+# run.sh, with the mini settings of conf/*.conf), then one RESULTS.md with the mini targets.
+#
+#   ./run.sh                   # the full mini run (<= 30 min on 2 cores, after tools/setup.sh)
+#   ./run.sh --smoke true      # tiny corpus, tiny model, a few steps: every stage in a few minutes (CI)
+#   ./run.sh --stage 2 --wsj-opts "--finetune-epochs 20"
+#
+# Stages (each guarded by .done markers written only on success; a rerun skips finished work):
+#   0  synthesize both corpora into $data_dir/synth                          local/mini_synth.sh
+#   1  egs/librispeech stages 0-7 on the LibriSpeech-layout corpus:
+#      lang, LM (lmplz on the corpus's LM text), HLG, pretrain --model, average, decode
+#                                                                             ../librispeech/run.sh
+#   2  egs/wsj stages 0-7 on the WSJ-layout corpus: fine-tune the stage-1 model, and train the same
+#      model from scratch with the same budget; decode both                  ../wsj/run.sh
+#   3  $exp_dir/RESULTS.md (all systems and the mini targets), printed       qnet.bin.make_results
+set -euo pipefail
+
+stage=0
+stop_stage=3
+smoke=false          # true: conf/*_smoke.conf, the smoke corpus and the tiny model
+seed=0               # synthesis seed (same seed -> same corpus)
+nj=2                 # parallel jobs (synthesis, features, decoding)
+model=               # model pretrained in stage 1 and trained from scratch in stage 2 (default: mini; smoke: tiny)
+avg=                 # epochs averaged in both recipes (default: 5; smoke: 1)
+ls_opts=""           # more egs/librispeech/run.sh options, e.g. "--num-epochs 40"
+wsj_opts=""          # more egs/wsj/run.sh options, e.g. "--finetune-lr 0.005"
+synth_opts=""        # more local/mini_synth.sh --synth-opts, e.g. "--num-train 2000"
+data_dir=data
+exp_dir=exp
+
+help_message="Usage: $0 [--smoke true|false] [--stage N] [--stop-stage N] [--seed N] [--nj N] [--model NAME]
+  [--avg N] [--ls-opts \"...\"] [--wsj-opts \"...\"] [--synth-opts \"...\"] [--data-dir DIR] [--exp-dir DIR]"
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+../../tools/setup.sh
+. ./path.sh
+. ./cmd.sh
+. utils/parse_options.sh
+
+if [ $# -ne 0 ]; then
+  echo "$help_message" >&2
+  exit 1
+fi
+
+if $smoke; then sfx=_smoke; else sfx=; fi
+ls_conf=conf/librispeech$sfx.conf
+wsj_conf=conf/wsj$sfx.conf
+[ -n "$model" ] || { if $smoke; then model=tiny; else model=mini; fi; }
+[ -n "$avg" ] || { if $smoke; then avg=1; else avg=5; fi; }
+synth=$data_dir/synth
+ls_model_dir=$exp_dir/librispeech/quartznet_${model}_lang_char
+pretrained=$ls_model_dir/averaged-avg-$avg.pt
+mkdir -p "$data_dir" "$exp_dir"
+start=$(date +%s)
+
+log "mini recipe: smoke=$smoke model=$model, data in $data_dir, experiments in $exp_dir"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: synthesize the LibriSpeech- and WSJ-layout corpora into $synth"
+  local/mini_synth.sh --smoke "$smoke" --seed "$seed" --nj "$nj" --synth-opts "$synth_opts" "$synth"
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: egs/librispeech recipe on $synth/LibriSpeech (pretraining $model)"
+  # shellcheck disable=SC2086
+  ../librispeech/run.sh --config "$ls_conf" --stop-stage 7 --nj "$nj" \
+    --corpus-dir "$synth/LibriSpeech" --lm-text "$synth/lm/librispeech-lm-norm.txt" \
+    --dl-dir "$data_dir/librispeech/download" --data-dir "$data_dir/librispeech" \
+    --exp-dir "$exp_dir/librispeech" --model "$model" --avg "$avg" $ls_opts
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: egs/wsj recipe on $synth/wsj (fine-tuning $pretrained, and $model from scratch)"
+  # shellcheck disable=SC2086
+  ../wsj/run.sh --config "$wsj_conf" --stop-stage 7 --nj "$nj" \
+    --wsj0 "$synth/wsj/LDC93S6B" --wsj1 "$synth/wsj/LDC94S13B" --pretrained "$pretrained" \
+    --data-dir "$data_dir/wsj" --exp-dir "$exp_dir/wsj" --scratch-model "$model" --avg "$avg" $wsj_opts
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: $exp_dir/RESULTS.md"
+  python -m qnet.bin.make_results --out "$exp_dir/RESULTS.md" --print true \
+    --title "qnet mini recipe (synthetic TTS corpora$($smoke && echo ', smoke run'))" \
+    --sets dev-clean test-clean test_dev93 test_eval92 \
+    --tune test-clean=dev-clean --tune test_eval92=test_dev93 \
+    --check "greedy WER on unseen voices: librispeech:greedy:test-clean <= 10" \
+    --check "HLG + LM vs greedy: librispeech:1best:test-clean <= 0.7 * librispeech:greedy:test-clean" \
+    --check "fine-tuned vs from scratch (greedy): wsj-finetuned:greedy:test_eval92 <= 0.7 * wsj-scratch:greedy:test_eval92" \
+    --check "fine-tuned vs from scratch (HLG): wsj-finetuned:1best:test_eval92 <= 0.7 * wsj-scratch:1best:test_eval92" \
+    --note "corpora: local/mini_synth.sh --smoke $smoke --seed $seed ($synth)" \
+    --note "wall time of this invocation: $(( $(date +%s) - start )) s" \
+    "librispeech=$ls_model_dir" "wsj-finetuned=$exp_dir/wsj/quartznet_finetuned" \
+    "wsj-scratch=$exp_dir/wsj/quartznet_${model}_scratch"
+fi
+log "done (stages $stage..$stop_stage) in $(( $(date +%s) - start )) s"

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# QuartzNet CTC on WSJ (si284): fine-tune a LibriSpeech-pretrained QuartzNet, and train the paper's
+# from-scratch 5x3 baseline; decode dev93 and eval92; RESULTS.md.
+#
+#   ./run.sh --wsj0 /data/LDC93S6B --wsj1 /data/LDC94S13B \
+#            --pretrained ../librispeech/exp/quartznet_15x5_lang_char/averaged-avg-5.pt
+#   ./run.sh --wsj0 ... --wsj1 ... --pretrained QuartzNet15x5Base-En.nemo --lm-ldc true
+#
+# Stages (each guarded by a .done marker written only on success, so a rerun skips finished work):
+#   0  manifests, LM text and LDC ARPAs from the LDC discs                  local/wsj_data_prep.sh
+#   1  NeMo log-mel features, train set 3-fold speed perturbed              steps/make_features.sh
+#   2  lang dir (characters): training text + LM vocabulary                 local/wsj_lm.sh, steps/prepare_lang.sh
+#   3  LM: lmplz on WSJ's LM text (or --lm-ldc true: the LDC ARPAs); HLG    local/wsj_lm.sh, steps/make_hlg.sh
+#   4  fine-tune --pretrained (a qnet checkpoint or a .nemo) on si284       steps/train.sh --init-from
+#   5  train --scratch-model (5x3) from scratch on si284                    steps/train.sh
+#   6  average the last --avg epochs of both                               steps/average.sh
+#   7  decode dev93 and eval92 with every --decode-methods, both models     steps/decode.sh
+#   8  $exp_dir/RESULTS.md next to the published numbers                    qnet.bin.make_results
+# --finetune false / --scratch false leave one of the two systems out.
+set -euo pipefail
+
+stage=0
+stop_stage=8
+nj=8                # parallel jobs for features and decoding
+
+# Data
+wsj0=                          # LDC93S6B: the folder with the 11-*.* discs (or a flattened wsj0 copy)
+wsj1=                          # LDC94S13B: the folder with the 13-*.* discs (or a flattened wsj1 copy)
+train_set=train_si284
+dev_set=test_dev93             # validation set during training; LM scales are tuned on it
+test_set=test_eval92
+max_utt_duration=16.7
+speed_perturb=true
+data_dir=data
+exp_dir=exp
+
+# Lang and LM
+lm_ldc=false                   # true: the LDC 20k trigram (tcb20onp) inside HLG instead of lmplz
+lm_vocab_size=100000           # lmplz: most frequent words of the WSJ LM text
+lm_prune_hlg="0 1 1"
+lm_prune_rescore=""
+
+# Training: shared options, then the two systems
+num_gpus=1                     # GPUs per node: 0 = CPU, 1, or >1 = torchrun --nproc_per_node
+num_nodes=1                    # >1: inside a SLURM allocation, srun one task per GPU (see docs/RECIPES.md)
+max_duration=400
+train_opts=""                  # more qnet.bin.train options for both systems
+avg=5
+finetune=true
+pretrained=../librispeech/exp/quartznet_15x5_lang_char/averaged-avg-5.pt   # qnet checkpoint or .nemo
+finetune_epochs=100
+finetune_lr=0.002
+scratch=true
+scratch_model=5x3
+scratch_epochs=400
+scratch_lr=0.01
+
+# Decoding
+decode_methods="greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring"
+decode_nj=4
+decode_device=cpu
+decode_opts=""
+
+help_message="Usage: $0 --wsj0 DIR --wsj1 DIR [--pretrained CKPT|.nemo] [--stage N] [--stop-stage N] [--option value] ...
+(see the variables at the top of $0)"
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+../../tools/setup.sh
+. ./path.sh
+. ./cmd.sh
+. utils/parse_options.sh
+
+if [ $# -ne 0 ]; then
+  echo "$help_message" >&2
+  exit 1
+fi
+
+prefix=wsj
+manifest_dir=$data_dir/manifests
+fbank_dir=$data_dir/fbank
+lang_dir=$data_dir/lang_char
+lm_dir=$data_dir/lm
+ft_dir=$exp_dir/quartznet_finetuned
+scratch_dir=$exp_dir/quartznet_${scratch_model}_scratch
+systems=()
+$finetune && systems+=("$ft_dir")
+$scratch && systems+=("$scratch_dir")
+mkdir -p "$data_dir" "$exp_dir"
+
+log "recipe $0: stages $stage..$stop_stage, data in $data_dir, experiments in $exp_dir"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: WSJ manifests from $wsj0 and $wsj1"
+  local/wsj_data_prep.sh --sets "$train_set $dev_set $test_set" --max-duration "$max_utt_duration" \
+    --wsj0 "$wsj0" --wsj1 "$wsj1" "$manifest_dir"
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: features in $fbank_dir"
+  steps/make_features.sh --cmd "$train_cmd" --nj "$nj" --prefix $prefix --speed-perturb "$speed_perturb" \
+    --parts "$train_set $dev_set $test_set" "$manifest_dir" "$fbank_dir"
+fi
+
+lm_opts=(--train-set "$train_set" --vocab-size "$lm_vocab_size" --prune-hlg "$lm_prune_hlg"
+         --prune-rescore "$lm_prune_rescore" --ldc "$lm_ldc")
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: lang dir $lang_dir"
+  local/wsj_lm.sh --phase text "${lm_opts[@]}" "$manifest_dir" "$lm_dir"
+  steps/prepare_lang.sh --unit char --words "$lm_dir/vocab.txt" "$lm_dir/train_text.txt" "$lang_dir"
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: LM (G_3_gram in HLG, G_4_gram for rescoring) and HLG"
+  local/wsj_lm.sh --phase lm "${lm_opts[@]}" --lang-dir "$lang_dir" "$manifest_dir" "$lm_dir"
+  steps/make_hlg.sh "$lang_dir" "$lm_dir/G_3_gram.fst.txt"
+fi
+
+data_opts=(--train-cuts "$fbank_dir/${prefix}_cuts_$train_set.jsonl.gz"
+           --valid-cuts "$fbank_dir/${prefix}_cuts_$dev_set.jsonl.gz")
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ] && $finetune; then
+  log "Stage 4: fine-tune $pretrained in $ft_dir"
+  [ -f "$pretrained" ] || { echo "$0: --pretrained $pretrained does not exist (train egs/librispeech, or give a .nemo)" >&2; exit 1; }
+  steps/train.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --num-nodes "$num_nodes" --init-from "$pretrained" \
+    --num-epochs "$finetune_epochs" --lr "$finetune_lr" --max-duration "$max_duration" \
+    --train-opts "$train_opts" "${data_opts[@]}" "$lang_dir" "$ft_dir"
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ] && $scratch; then
+  log "Stage 5: train $scratch_model from scratch in $scratch_dir"
+  steps/train.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --num-nodes "$num_nodes" --model "$scratch_model" \
+    --num-epochs "$scratch_epochs" --lr "$scratch_lr" --max-duration "$max_duration" \
+    --train-opts "$train_opts" "${data_opts[@]}" "$lang_dir" "$scratch_dir"
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  for dir in "${systems[@]}"; do
+    log "Stage 6: average the last $avg epochs of $dir"
+    steps/average.sh --avg "$avg" --out "$dir/averaged-avg-$avg.pt" "$dir"
+  done
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  for dir in "${systems[@]}"; do
+    for part in $dev_set $test_set; do
+      if [ -f "$dir/decode_$part/.done" ]; then
+        log "$dir/decode_$part is decoded (remove it to decode again), skipping"; continue
+      fi
+      log "Stage 7: decode $part with $dir ($decode_methods)"
+      # shellcheck disable=SC2086
+      steps/decode.sh --cmd "$decode_cmd" --nj "$decode_nj" --device "$decode_device" \
+        --methods "$decode_methods" --test-set "$part" --G-rescore "$lm_dir/G_4_gram.fst.txt" $decode_opts \
+        "$dir/averaged-avg-$avg.pt" "$fbank_dir/${prefix}_cuts_$part.jsonl.gz" "$lang_dir" "$dir/decode_$part"
+      touch "$dir/decode_$part/.done"
+    done
+  done
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  log "Stage 8: $exp_dir/RESULTS.md"
+  named=()
+  $finetune && named+=("finetuned=$ft_dir")
+  $scratch && named+=("${scratch_model}-scratch=$scratch_dir")
+  python -m qnet.bin.make_results --out "$exp_dir/RESULTS.md" --title "QuartzNet on WSJ" \
+    --published wsj --sets $dev_set $test_set --tune "$test_set=$dev_set" --print true "${named[@]}"
+fi
+log "done (stages $stage..$stop_stage)"

@@ -1,0 +1,147 @@
+"""Feature augmentation modules for `model.augment`: NeMo's SpecCutout and SpecAugment-style strips.
+
+Each module is called as `augment(x, lens)` on normalized features x (B, T, F) with valid lengths
+lens (B,), returns a tensor of the same shape, and does nothing in eval mode. Random numbers come
+from torch's global CPU generator, so saving/restoring `torch.get_rng_state()` makes training
+resumable bit for bit.
+"""
+
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+
+def _randint_inclusive(low: int, high: torch.Tensor) -> torch.Tensor:
+    """Uniform integers in [low, high] (inclusive, like python's random.randint), elementwise over `high`."""
+    span = (high - low + 1).clamp(min=1).to(torch.float64)
+    return (torch.rand(high.shape, dtype=torch.float64) * span).floor().to(torch.long) + low
+
+
+class SpecCutout(nn.Module):
+    """NeMo's SpecCutout: `rect_masks` rectangles per utterance, each at most `rect_time` frames by
+    `rect_freq` bins, set to 0.
+
+    As NeMo (`spectr_augment.py::SpecCutout`): x0 ~ U{0..F-rect_freq}, t0 ~ U{0..T-rect_time},
+    w_f ~ U{0..rect_freq}, w_t ~ U{0..rect_time}, with T the padded batch length. NeMo raises when
+    T < rect_time; here t0 is then 0 (the rectangle may cover the whole utterance).
+    """
+
+    def __init__(self, rect_masks: int = 5, rect_time: int = 120, rect_freq: int = 50):
+        super().__init__()
+        if rect_masks < 0 or rect_time < 0 or rect_freq < 0:
+            raise ValueError(f"SpecCutout needs non-negative sizes, got {rect_masks}, {rect_time}, {rect_freq}")
+        self.rect_masks = rect_masks
+        self.rect_time = rect_time
+        self.rect_freq = rect_freq
+
+    def extra_repr(self) -> str:
+        return f"rect_masks={self.rect_masks}, rect_time={self.rect_time}, rect_freq={self.rect_freq}"
+
+    def forward(self, x: torch.Tensor, lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, T, F) -> (B, T, F) with rectangles zeroed (training only)."""
+        if not self.training or self.rect_masks == 0:
+            return x
+        batch, num_frames, num_bins = x.shape
+        shape = (batch, self.rect_masks)
+        f0 = _randint_inclusive(0, torch.full(shape, max(0, num_bins - self.rect_freq)))
+        t0 = _randint_inclusive(0, torch.full(shape, max(0, num_frames - self.rect_time)))
+        wf = _randint_inclusive(0, torch.full(shape, self.rect_freq))
+        wt = _randint_inclusive(0, torch.full(shape, self.rect_time))
+        dev = x.device
+        f0, t0, wf, wt = f0.to(dev), t0.to(dev), wf.to(dev), wt.to(dev)
+        frames = torch.arange(num_frames, device=dev)
+        bins = torch.arange(num_bins, device=dev)
+        in_time = (frames >= t0[..., None]) & (frames < (t0 + wt)[..., None])  # (B, n, T)
+        in_freq = (bins >= f0[..., None]) & (bins < (f0 + wf)[..., None])  # (B, n, F)
+        mask = torch.zeros(batch, num_frames, num_bins, dtype=torch.bool, device=dev)
+        for k in range(self.rect_masks):
+            mask |= in_time[:, k, :, None] & in_freq[:, k, None, :]
+        return x.masked_fill(mask, 0.0)
+
+
+class SpecAugment(nn.Module):
+    """SpecAugment frequency and time strips (no time warp), set to 0, NeMo `SpecAugment` style.
+
+    Per utterance: `freq_masks` strips of width U{0..freq_width} bins starting at U{0..F-freq_width};
+    `time_masks` strips of width U{0..w} frames starting at U{0..max(0, len-w)}, where w is
+    `time_width` frames (int) or `time_width * len` (float in (0, 1)) and len the valid length.
+    """
+
+    def __init__(self, freq_masks: int = 2, freq_width: int = 15, time_masks: int = 2, time_width: Union[int, float] = 55):
+        super().__init__()
+        if freq_masks < 0 or time_masks < 0 or freq_width < 0 or time_width < 0:
+            raise ValueError("SpecAugment needs non-negative mask counts and widths")
+        if isinstance(time_width, float) and not time_width.is_integer() and time_width >= 1.0:
+            raise ValueError(f"SpecAugment time_width must be an int (frames) or a float in (0, 1), got {time_width}")
+        self.freq_masks = freq_masks
+        self.freq_width = freq_width
+        self.time_masks = time_masks
+        self.time_width = time_width
+
+    def extra_repr(self) -> str:
+        return (
+            f"freq_masks={self.freq_masks}, freq_width={self.freq_width}, "
+            f"time_masks={self.time_masks}, time_width={self.time_width}"
+        )
+
+    def forward(self, x: torch.Tensor, lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, T, F), lens: (B,) valid frames -> (B, T, F) with strips zeroed (training only)."""
+        if not self.training:
+            return x
+        batch, num_frames, num_bins = x.shape
+        lens = torch.full((batch,), num_frames) if lens is None else lens.detach().to("cpu", torch.long)
+        freq_mask = torch.zeros(batch, num_bins, dtype=torch.bool)
+        time_mask = torch.zeros(batch, num_frames, dtype=torch.bool)
+        if self.freq_masks > 0:
+            shape = (batch, self.freq_masks)
+            f0 = _randint_inclusive(0, torch.full(shape, max(0, num_bins - self.freq_width)))
+            wf = _randint_inclusive(0, torch.full(shape, self.freq_width))
+            bins = torch.arange(num_bins)
+            freq_mask = ((bins >= f0[..., None]) & (bins < (f0 + wf)[..., None])).any(dim=1)  # (B, F)
+        if self.time_masks > 0:
+            if isinstance(self.time_width, float) and self.time_width < 1.0:
+                width = (lens.to(torch.float64) * self.time_width).floor().to(torch.long)
+            else:
+                width = torch.full((batch,), int(self.time_width))
+            width = width[:, None].expand(batch, self.time_masks)
+            t0 = _randint_inclusive(0, (lens[:, None] - width).clamp(min=0))
+            wt = _randint_inclusive(0, width)
+            frames = torch.arange(num_frames)
+            time_mask = ((frames >= t0[..., None]) & (frames < (t0 + wt)[..., None])).any(dim=1)  # (B, T)
+        freq_mask, time_mask = freq_mask.to(x.device), time_mask.to(x.device)
+        return x.masked_fill(time_mask[:, :, None] | freq_mask[:, None, :], 0.0)
+
+
+class AugmentChain(nn.Module):
+    """Applies its modules in order as `m(x, lens)`; with no modules it is the identity."""
+
+    def __init__(self, modules: Sequence[nn.Module] = ()):
+        super().__init__()
+        self.steps = nn.ModuleList(modules)
+
+    def forward(self, x: torch.Tensor, lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, T, F) -> (B, T, F)."""
+        for step in self.steps:
+            x = step(x, lens)
+        return x
+
+
+def build_augment(
+    spec_cutout: bool = True,
+    spec_augment: bool = False,
+    rect_masks: int = 5,
+    rect_time: int = 120,
+    rect_freq: int = 50,
+    freq_masks: int = 2,
+    freq_width: int = 15,
+    time_masks: int = 2,
+    time_width: Union[int, float] = 55,
+) -> AugmentChain:
+    """The augmentation chain for `model.augment` (SpecAugment strips first, then SpecCutout)."""
+    modules: List[nn.Module] = []
+    if spec_augment:
+        modules.append(SpecAugment(freq_masks, freq_width, time_masks, time_width))
+    if spec_cutout:
+        modules.append(SpecCutout(rect_masks, rect_time, rect_freq))
+    return AugmentChain(modules)

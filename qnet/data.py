@@ -1,0 +1,408 @@
+"""lhotse CutSets -> training/validation batches for CTC: filters, dataset, samplers, loaders.
+
+A batch is a dict::
+
+    feats      (B, T, F) float  raw log-mel (the model normalizes), padded
+    feat_lens  (B,) int64       valid frames
+    tokens     list of B token-id lists (from the lang dir's tokenizer)
+    texts      list of B normalized transcripts
+    cut_ids    list of B cut ids
+    durations  list of B durations in seconds
+
+Cuts come longest first inside a batch. Features are either precomputed (lhotse
+`PrecomputedFeatures`, e.g. LilcomChunkyWriter archives written by the features stage) or computed
+on the fly with `OnTheFlyFeatures(NemoMelExtractor())`, optionally with lhotse's `PerturbSpeed`
+cut transform (only possible on the fly: precomputed features cannot be re-sampled).
+
+Resuming in the middle of an epoch: `BatchLoader.epoch(epoch, skip=k)` rebuilds the epoch's
+deterministic batch order (the sampler is seeded by seed + epoch) and skips the first k batches
+without loading them, so a restarted run sees exactly the batches it had not trained on, whatever
+`--num-workers` prefetched before the kill.
+"""
+
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from qnet.ctc import ctc_min_frames
+from qnet.tokens import NormalizationStats
+
+FRAME_SHIFT = 0.01  # seconds; NeMo mel features (10 ms hop)
+
+
+def _torch_sampler_compat() -> None:
+    """lhotse >= 1.2x calls `torch.utils.data.Sampler.__init__()` without `data_source`, which torch
+    < 2.1 requires (its body ignores it). Give the argument a default on those versions."""
+    sampler_init = torch.utils.data.Sampler.__init__
+    if getattr(sampler_init, "_qnet_compat", False):
+        return
+    import inspect
+
+    param = inspect.signature(sampler_init).parameters.get("data_source")
+    if param is None or param.default is not inspect.Parameter.empty:
+        return
+
+    def __init__(self, data_source=None) -> None:
+        sampler_init(self, data_source)
+
+    __init__._qnet_compat = True
+    torch.utils.data.Sampler.__init__ = __init__
+
+
+_torch_sampler_compat()
+
+
+def cut_text(cut) -> str:
+    """The transcript of a cut: its supervisions' texts joined in time order (empty if none)."""
+    sups = sorted(cut.supervisions, key=lambda s: s.start)
+    return " ".join((s.text or "").strip() for s in sups if (s.text or "").strip())
+
+
+def cut_num_frames(cut, frame_shift: float = FRAME_SHIFT) -> int:
+    """Feature frames of a cut: the stored count when precomputed, else lhotse's count from the duration
+    (what `NemoMelExtractor` emits on the fly: round(samples / hop))."""
+    if cut.has_features and cut.num_frames is not None:
+        return int(cut.num_frames)
+    from lhotse.utils import compute_num_frames
+
+    return compute_num_frames(cut.duration, frame_shift, cut.sampling_rate)
+
+
+def encoder_frames(num_frames: int, subsampling_factor: int = 2) -> int:
+    """Encoder output frames T' = ceil(T / subsampling) (QuartzNet's stride-2 C1 with 'same' padding)."""
+    return -(-num_frames // subsampling_factor)
+
+
+@dataclass
+class FilterCounts:
+    """What `filter_cuts` kept and dropped, and what text normalization changed."""
+
+    total: int = 0
+    kept: int = 0
+    too_long: int = 0
+    too_short_for_ctc: int = 0
+    empty_text: int = 0
+    kept_seconds: float = 0.0
+    dropped_seconds: float = 0.0
+    normalization: NormalizationStats = field(default_factory=NormalizationStats)
+    examples: Dict[str, List[str]] = field(default_factory=dict)
+
+    def add(self, other: "FilterCounts") -> None:
+        """Accumulate another manifest's counts into these."""
+        for name in ("total", "kept", "too_long", "too_short_for_ctc", "empty_text", "kept_seconds", "dropped_seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.normalization.add(other.normalization)
+        for reason, ids in other.examples.items():
+            for cut_id in ids:
+                self._note(reason, cut_id)
+
+    def _note(self, reason: str, cut_id: str) -> None:
+        ids = self.examples.setdefault(reason, [])
+        if len(ids) < 5:
+            ids.append(cut_id)
+
+    def __str__(self) -> str:
+        return (
+            f"kept {self.kept}/{self.total} cuts ({self.kept_seconds / 3600:.2f} h); dropped "
+            f"{self.too_long} longer than the limit, {self.too_short_for_ctc} too short for their labels "
+            f"(CTC), {self.empty_text} with empty transcripts ({self.dropped_seconds / 3600:.2f} h); "
+            f"text normalization: {self.normalization}"
+            + (f"; examples: {self.examples}" if self.examples else "")
+        )
+
+
+class _KeepIds:
+    """Picklable predicate: is the cut's id not in the dropped set?"""
+
+    def __init__(self, dropped: set):
+        self.dropped = dropped
+
+    def __call__(self, cut) -> bool:
+        return cut.id not in self.dropped
+
+
+def filter_cuts(
+    cuts,
+    tokenizer,
+    max_utt_duration: Optional[float] = 16.7,
+    subsampling_factor: int = 2,
+    frame_shift: float = FRAME_SHIFT,
+):
+    """Drop cuts longer than `max_utt_duration` (None = no limit), cuts with empty transcripts
+    (after normalization), and cuts whose encoder frames ceil(T/2) cannot hold a CTC alignment of
+    their tokens (len(tokens) + adjacent repeats). Returns (cuts, FilterCounts).
+
+    One pass over `cuts` computes the counts; the result filters by the dropped ids, so a lazy
+    CutSet stays lazy (memory holds only the dropped ids).
+    """
+    counts = FilterCounts()
+    dropped = set()
+    for cut in cuts:
+        counts.total += 1
+        reason = None
+        if max_utt_duration is not None and cut.duration > max_utt_duration:
+            reason = "too_long"
+        else:
+            text, stats = tokenizer.normalize(cut_text(cut))
+            counts.normalization.add(stats)
+            if not text:
+                reason = "empty_text"
+            else:
+                try:
+                    tokens = tokenizer.encode(text)
+                except KeyError as exc:
+                    raise ValueError(f"cut {cut.id}: transcript {text!r} cannot be tokenized: {exc}") from None
+                frames = encoder_frames(cut_num_frames(cut, frame_shift), subsampling_factor)
+                if not tokens:
+                    reason = "empty_text"
+                elif ctc_min_frames(tokens) > frames:
+                    reason = "too_short_for_ctc"
+        if reason is None:
+            counts.kept += 1
+            counts.kept_seconds += cut.duration
+        else:
+            setattr(counts, reason, getattr(counts, reason) + 1)
+            counts.dropped_seconds += cut.duration
+            counts._note(reason, cut.id)
+            dropped.add(cut.id)
+    if dropped:
+        cuts = cuts.filter(_KeepIds(dropped))
+    return cuts, counts
+
+
+class AsrDataset(torch.utils.data.Dataset):
+    """Map a CutSet (one sampler batch) to the batch dict described in the module docstring."""
+
+    def __init__(self, tokenizer, input_strategy=None, cut_transforms: Sequence[Callable] = ()):
+        from lhotse.dataset import PrecomputedFeatures
+
+        self.tokenizer = tokenizer
+        self.input_strategy = input_strategy if input_strategy is not None else PrecomputedFeatures()
+        self.cut_transforms = list(cut_transforms)
+
+    def __getitem__(self, cuts) -> Dict[str, Any]:
+        for transform in self.cut_transforms:
+            cuts = transform(cuts)
+        cuts = cuts.sort_by_duration(ascending=False)
+        try:
+            feats, feat_lens = self.input_strategy(cuts)[:2]
+        except Exception as exc:
+            ids = [c.id for c in cuts]
+            raise RuntimeError(f"could not load features for the batch of cuts {ids[:10]}...: {exc}") from exc
+        texts, tokens = [], []
+        for cut in cuts:
+            text, _ = self.tokenizer.normalize(cut_text(cut))
+            texts.append(text)
+            tokens.append(self.tokenizer.encode(text))
+        return {
+            "feats": feats.float(),
+            "feat_lens": feat_lens.to(torch.int64),
+            "tokens": tokens,
+            "texts": texts,
+            "cut_ids": [c.id for c in cuts],
+            "durations": [float(c.duration) for c in cuts],
+        }
+
+
+def make_input_strategy(on_the_fly_feats: bool):
+    """PrecomputedFeatures, or OnTheFlyFeatures(NemoMelExtractor()) when `on_the_fly_feats`."""
+    from lhotse.dataset import OnTheFlyFeatures, PrecomputedFeatures
+
+    if not on_the_fly_feats:
+        return PrecomputedFeatures()
+    from qnet.features import NemoMelExtractor
+
+    return OnTheFlyFeatures(NemoMelExtractor())
+
+
+def make_cut_transforms(perturb_speed: bool, on_the_fly_feats: bool) -> List[Callable]:
+    """[lhotse PerturbSpeed(0.9/1.1, p=2/3)] when asked (needs on-the-fly features), else []."""
+    if not perturb_speed:
+        return []
+    if not on_the_fly_feats:
+        raise ValueError(
+            "on-the-fly speed perturbation needs --on-the-fly-feats true (precomputed features cannot be "
+            "re-sampled; perturb offline in the features stage instead)"
+        )
+    from lhotse.dataset import PerturbSpeed
+
+    return [PerturbSpeed(factors=[0.9, 1.1], p=2 / 3)]
+
+
+class _SkipFirst:
+    """Iterable over a sampler's batches that skips the first `skip` (without loading them) once."""
+
+    def __init__(self, sampler, skip: int):
+        self.sampler = sampler
+        self.skip = skip
+
+    def __iter__(self) -> Iterator:
+        it = iter(self.sampler)
+        for _ in range(self.skip):
+            if next(it, None) is None:
+                break
+        self.skip = 0
+        return it
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed python/numpy in a DataLoader worker from torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+class BatchLoader:
+    """A lhotse sampler (by total duration) + AsrDataset, with deterministic epochs: for training a
+    shuffling DynamicBucketingSampler, for validation a SimpleCutSampler in manifest order.
+
+    `epoch(e, skip)` returns a DataLoader over epoch e's batches (this rank's share under DDP)
+    starting after the first `skip`. `state_dict()` records the sampler's configuration for the
+    checkpoint; the position itself is (epoch, batches done), kept by the trainer.
+    """
+
+    def __init__(
+        self,
+        cuts,
+        dataset: AsrDataset,
+        max_duration: float,
+        shuffle: bool,
+        num_buckets: int = 30,
+        num_workers: int = 0,
+        seed: int = 0,
+        world_size: Optional[int] = None,
+        rank: Optional[int] = None,
+        drop_last: bool = False,
+    ):
+        self.cuts = cuts
+        self.dataset = dataset
+        self.num_workers = num_workers
+        self.seed = seed
+        self._sampler_args = dict(
+            max_duration=max_duration,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=seed,
+            world_size=world_size,
+            rank=rank,
+        )
+        # Bucketing needs at least as many cuts as buckets (lhotse estimates the bins from them).
+        self.num_buckets = num_buckets if shuffle else 0
+        self.sampler = self._new_sampler()
+
+    def _new_sampler(self):
+        from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
+
+        if self.num_buckets >= 2:
+            return DynamicBucketingSampler(self.cuts, num_buckets=self.num_buckets, **self._sampler_args)
+        return SimpleCutSampler(self.cuts, **self._sampler_args)
+
+    def epoch(self, epoch: int, skip: int = 0) -> torch.utils.data.DataLoader:
+        """DataLoader over epoch `epoch`'s batches after skipping the first `skip`."""
+        self.sampler.set_epoch(epoch)
+        # The DataLoader's own generator keeps its per-iterator seed draw off torch's global RNG,
+        # so creating a loader mid-epoch on resume consumes the same random numbers as not doing so.
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 100003 + epoch)
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            sampler=_SkipFirst(self.sampler, skip),
+            batch_size=None,
+            num_workers=self.num_workers,
+            worker_init_fn=_seed_worker if self.num_workers > 0 else None,
+            generator=generator,
+            persistent_workers=False,
+        )
+
+    def count_batches(self, epoch: int = 1) -> int:
+        """Batches in one epoch for this rank (iterates a copy of the sampler; loads no features)."""
+        sampler = self._new_sampler()
+        sampler.set_epoch(epoch)
+        return sum(1 for _ in sampler)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The sampler's lhotse state (configuration, epoch, diagnostics) for the checkpoint."""
+        return self.sampler.state_dict()
+
+
+def make_loader(
+    cuts,
+    tokenizer,
+    max_duration: float,
+    train: bool,
+    on_the_fly_feats: bool = False,
+    perturb_speed: bool = False,
+    num_workers: int = 0,
+    num_buckets: int = 30,
+    seed: int = 0,
+    world_size: Optional[int] = None,
+    rank: Optional[int] = None,
+    num_cuts: Optional[int] = None,
+) -> BatchLoader:
+    """A BatchLoader for training (shuffled, bucketed, optional speed perturbation) or validation
+    (in order). `num_cuts`, when known, caps the buckets at half the cuts (tiny corpora)."""
+    if num_cuts is not None:
+        num_buckets = min(num_buckets, num_cuts // 2)
+    dataset = AsrDataset(
+        tokenizer,
+        make_input_strategy(on_the_fly_feats),
+        make_cut_transforms(perturb_speed and train, on_the_fly_feats),
+    )
+    return BatchLoader(
+        cuts,
+        dataset,
+        max_duration=max_duration,
+        shuffle=train,
+        num_buckets=num_buckets,
+        num_workers=num_workers,
+        seed=seed,
+        world_size=world_size,
+        rank=rank,
+    )
+
+
+def load_train_cuts(paths: Sequence[str], tokenizer, max_utt_duration: Optional[float], seed: int = 0):
+    """Open and filter each training manifest; several are interleaved at random in proportion to
+    their kept cuts (lazy `CutSet.mux`, the same order on every rank), so every part of the data is
+    spread over the whole epoch. Returns (cuts, total FilterCounts, per-manifest FilterCounts)."""
+    from lhotse import CutSet
+
+    parts, per_file, total = [], [], FilterCounts()
+    for path in paths:
+        cuts, counts = filter_cuts(load_cuts(path), tokenizer, max_utt_duration=max_utt_duration)
+        if counts.kept:
+            parts.append((cuts, counts.kept))
+        per_file.append(counts)
+        total.add(counts)
+    if len(parts) == 1:
+        return parts[0][0], total, per_file
+    if not parts:
+        return CutSet.from_cuts([]), total, per_file
+    mixed = CutSet.mux(*[c for c, _ in parts], weights=[n for _, n in parts], seed=seed)
+    return mixed, total, per_file
+
+
+def load_cuts(paths: Union[str, Sequence[str]]):
+    """Lazily open one or more lhotse cut manifests (jsonl/jsonl.gz) as one CutSet."""
+    from pathlib import Path
+
+    from lhotse import CutSet
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"cut manifest(s) not found: {missing}")
+    sets = [CutSet.from_jsonl_lazy(p) if str(p).endswith((".jsonl", ".jsonl.gz")) else CutSet.from_file(p) for p in paths]
+    if len(sets) == 1:
+        return sets[0]
+    # One after the other: the sampler's shuffle buffer mixes only nearby cuts, so several train
+    # manifests should be shuffled together beforehand for a well-mixed epoch.
+    from lhotse.lazy import LazyIteratorChain
+
+    return CutSet(LazyIteratorChain(*[s.data for s in sets]))

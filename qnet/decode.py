@@ -1,0 +1,328 @@
+"""CTC decoding: greedy (no k2), ctc-decoding with H, HLG 1best, whole-lattice and n-best LM rescoring.
+
+All functions take the model's output as `log_probs (B, T, V)` with valid lengths `lens (B,)`, and return
+one hypothesis (a string of words separated by single spaces) per utterance, in input order. An
+utterance whose lattice is empty or pruned away gets an empty hypothesis and is counted in
+`DecodeStats`; it never stops a run.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from qnet.utils import PathLike, import_k2
+
+METHODS = ("greedy", "ctc-decoding", "1best", "nbest-rescoring", "whole-lattice-rescoring")
+DEFAULT_LM_SCALES = [round(0.1 * i, 1) for i in range(1, 21)]
+
+
+@dataclass
+class DecodeOptions:
+    """Beams as icefall uses them, n-best settings and the LM-scale sweep."""
+
+    search_beam: float = 20.0
+    output_beam: float = 8.0
+    min_active_states: int = 30
+    max_active_states: int = 10000
+    num_paths: int = 100
+    nbest_scale: float = 0.5
+    lm_scales: Sequence[float] = field(default_factory=lambda: list(DEFAULT_LM_SCALES))
+    use_double_scores: bool = True
+
+
+@dataclass
+class DecodeStats:
+    """Counts of utterances whose lattice came out empty, per method, with their ids for the log."""
+
+    empty: Dict[str, List[str]] = field(default_factory=dict)
+
+    def add(self, method: str, utt_id: str) -> None:
+        self.empty.setdefault(method, []).append(utt_id)
+        logging.warning(f"{method}: empty lattice for {utt_id}; writing an empty hypothesis")
+
+    def summary(self) -> str:
+        if not self.empty:
+            return "no empty lattices"
+        return ", ".join(f"{m}: {len(ids)} empty lattices" for m, ids in self.empty.items())
+
+
+def greedy_search(log_probs: torch.Tensor, lens: torch.Tensor) -> List[List[int]]:
+    """Best token per frame, repeats merged, blanks (0) dropped; (B,T,V), (B,) -> B lists of token ids."""
+    best = log_probs.argmax(dim=-1).cpu()
+    out = []
+    for b in range(best.shape[0]):
+        seq = best[b, : int(lens[b])]
+        if seq.numel() == 0:
+            out.append([])
+            continue
+        keep = torch.ones_like(seq, dtype=torch.bool)
+        keep[1:] = seq[1:] != seq[:-1]
+        seq = seq[keep]
+        out.append(seq[seq != 0].tolist())
+    return out
+
+
+def get_lattice(log_probs: torch.Tensor, lens: torch.Tensor, graph, opts: DecodeOptions):
+    """k2.intersect_dense_pruned of the graph (H or HLG) with the log-probs; FSA i of the result belongs
+    to utterance i of the batch."""
+    k2 = import_k2()
+    B = log_probs.shape[0]
+    lens = lens.to("cpu", torch.int64).clamp(max=log_probs.shape[1])
+    segments = torch.stack([torch.arange(B), torch.zeros(B, dtype=torch.int64), lens], dim=1).to(torch.int32)
+    # k2 wants the segments sorted by decreasing length; undo the order afterwards.
+    order = torch.argsort(lens, descending=True)
+    dense = k2.DenseFsaVec(log_probs, segments[order])
+    lattice = k2.intersect_dense_pruned(
+        graph, dense, search_beam=opts.search_beam, output_beam=opts.output_beam,
+        min_active_states=opts.min_active_states, max_active_states=opts.max_active_states,
+    )
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(B)
+    return k2.index_fsa(lattice, inverse.to(torch.int32).to(lattice.device))
+
+
+def num_arcs_per_fsa(fsas) -> List[int]:
+    """Number of arcs of each FSA of an FsaVec (0 for an empty one)."""
+    shape = fsas.arcs.shape().remove_axis(1)
+    return (shape.row_splits(1)[1:] - shape.row_splits(1)[:-1]).tolist()
+
+
+def path_labels(best_path, use_aux: bool = True) -> List[List[int]]:
+    """Positive aux_labels (words, or tokens for H) along each linear FSA of `best_path`."""
+    k2 = import_k2()
+    labels = best_path.aux_labels if use_aux else best_path.labels
+    if isinstance(labels, torch.Tensor):
+        ragged = k2.RaggedTensor(best_path.arcs.shape(), labels).remove_axis(1)
+    else:
+        shape = best_path.arcs.shape().compose(labels.shape)
+        shape = shape.remove_axis(1).remove_axis(1)
+        ragged = k2.RaggedTensor(shape, labels.values)
+    return ragged.remove_values_leq(0).tolist()
+
+
+def one_best(lattice, use_double_scores: bool = True):
+    """Best path of each lattice."""
+    k2 = import_k2()
+    return k2.shortest_path(lattice, use_double_scores=use_double_scores)
+
+
+def rescore_whole_lattice(lattice, G_with_loops, lm_scales: Sequence[float], use_double_scores: bool = True):
+    """Replace the graph's LM scores with G's (an acceptor on words with epsilon self-loops and
+    `lm_scores`) over the whole lattice; returns {lm_scale: best paths}."""
+    k2 = import_k2()
+    lattice = lattice.clone() if hasattr(lattice, "clone") else lattice
+    lattice.scores = lattice.scores - lattice.lm_scores
+    del lattice.lm_scores
+    # Epsilon self-loops on the lattice let G take a back-off arc while the lattice stays put (k2's
+    # intersect_device matches epsilons like any label): without them a word on the very first arc of a
+    # lattice, or the end of G's <s>-context, could not be reached through a back-off.
+    inv = k2.arc_sort(k2.add_epsilon_self_loops(k2.invert(lattice)))
+    num_seqs = lattice.shape[0]
+    b_to_a = torch.zeros(num_seqs, dtype=torch.int32, device=lattice.device)
+    rescored = None
+    for threshold in [None, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]:
+        try:
+            cand = inv if threshold is None else k2.prune_on_arc_post(inv, threshold, True)
+            rescored = k2.intersect_device(G_with_loops, cand, b_to_a_map=b_to_a, sorted_match_a=True)
+            break
+        except RuntimeError as exc:  # out of memory on huge lattices: prune by arc posteriors and retry
+            logging.warning(f"whole-lattice rescoring failed ({str(exc)[:200]}); pruning the lattice "
+                            f"with arc-posterior threshold {threshold or 1e-10:g} and retrying")
+    if rescored is None:
+        raise RuntimeError("whole-lattice rescoring failed even after pruning the lattice")
+    # (G self-loop, lattice self-loop) pairs are zero-score self-loops: drop them so the result is acyclic.
+    rescored = k2.top_sort(k2.connect(k2.remove_epsilon_self_loops(rescored)))
+    rescored = k2.invert(rescored)
+    am_scores = rescored.scores - rescored.lm_scores
+    best = {}
+    for scale in lm_scales:
+        lat = rescored.clone() if hasattr(rescored, "clone") else rescored
+        lat.scores = am_scores / scale + rescored.lm_scores
+        best[scale] = k2.shortest_path(lat, use_double_scores=use_double_scores)
+    return best
+
+
+def _fsa_sums(fsas, arc_values: torch.Tensor) -> torch.Tensor:
+    k2 = import_k2()
+    ragged = k2.RaggedTensor(fsas.arcs.shape().remove_axis(1), arc_values.to(torch.float64))
+    return ragged.sum()
+
+
+def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float]) -> Dict[float, List[List[int]]]:
+    """N-best rescoring: sample `num_paths` paths per utterance (scores scaled by `nbest_scale`), keep
+    unique word sequences, score each by its best path in the lattice (acoustic part) and by G (an
+    acceptor on words, no epsilon self-loops needed); per lm_scale, the argmax of am/scale + lm.
+    Returns {lm_scale: word-id lists per utterance}."""
+    k2 = import_k2()
+    num_utts = lattice.shape[0]
+    sample = lattice.clone()
+    sample.scores = sample.scores * opts.nbest_scale
+    paths = k2.random_paths(sample, num_paths=opts.num_paths, use_double_scores=opts.use_double_scores)
+    if isinstance(lattice.aux_labels, torch.Tensor):
+        word_seqs = k2.ragged.index(lattice.aux_labels, paths)
+    else:
+        word_seqs = lattice.aux_labels.index(paths)
+        word_seqs = word_seqs.remove_axis(word_seqs.num_axes - 2)
+    word_seqs = word_seqs.remove_values_leq(0)
+    unique, _, _ = word_seqs.unique(need_num_repeats=False, need_new2old_indexes=False)
+    utt_of_seq = unique.shape.row_ids(1)
+    seqs = unique.remove_axis(0)
+    if seqs.dim0 == 0:
+        return {s: [[] for _ in range(num_utts)] for s in lm_scales}
+
+    word_fsas = k2.linear_fsa(seqs)
+    word_fsas_loops = k2.add_epsilon_self_loops(word_fsas)
+
+    # acoustic score: best path of the lattice restricted to each word sequence
+    inv = k2.arc_sort(k2.invert(lattice))
+    path_lat = k2.intersect_device(inv, word_fsas_loops, b_to_a_map=utt_of_seq.to(torch.int32),
+                                   sorted_match_a=True)
+    path_lat = k2.top_sort(k2.connect(k2.invert(path_lat)))
+    best = k2.shortest_path(path_lat, use_double_scores=True)
+    am = _fsa_sums(best, best.scores - best.lm_scores)
+
+    # LM score from G
+    b_to_a = torch.zeros(seqs.dim0, dtype=torch.int32, device=lattice.device)
+    lm_lat = k2.intersect_device(G, word_fsas_loops, b_to_a_map=b_to_a, sorted_match_a=True)
+    lm_lat = k2.top_sort(k2.connect(lm_lat))
+    lm = lm_lat.get_tot_scores(use_double_scores=True, log_semiring=False)
+
+    seq_list = seqs.tolist()
+    row_splits = unique.shape.row_splits(1).tolist()
+    results: Dict[float, List[List[int]]] = {}
+    for scale in lm_scales:
+        tot = (am / scale + lm.to(am.dtype)).cpu()
+        tot = torch.where(torch.isfinite(tot), tot, torch.full_like(tot, -1e30))
+        best: List[List[int]] = []
+        for u in range(num_utts):
+            lo, hi = row_splits[u], row_splits[u + 1]
+            best.append(seq_list[lo + int(tot[lo:hi].argmax())] if hi > lo else [])
+        results[scale] = best
+    return results
+
+
+class Decoder:
+    """Decodes batches of log-probs with the chosen methods; returns {result key: hypotheses}.
+
+    Result keys: `greedy`, `ctc-decoding`, `1best`, `whole-lattice-rescoring_lm_scale_S`,
+    `nbest-rescoring_lm_scale_S`. Greedy needs neither k2 nor a lang dir (only `tokenizer`)."""
+
+    def __init__(
+        self,
+        methods: Sequence[str],
+        tokenizer,
+        lang_dir: Optional[PathLike] = None,
+        G_rescore: Optional[PathLike] = None,
+        hlg_path: Optional[PathLike] = None,
+        device="cpu",
+        opts: Optional[DecodeOptions] = None,
+        modified_ctc_topo: bool = False,
+    ):
+        self.methods = list(methods)
+        for m in self.methods:
+            if m not in METHODS:
+                raise ValueError(f"unknown decoding method {m!r}; choose from {', '.join(METHODS)}")
+        self.tokenizer = tokenizer
+        self.opts = opts or DecodeOptions()
+        self.device = torch.device(device)
+        self.stats = DecodeStats()
+        self.H = self.HLG = self.G = self.G_loops = None
+        self.word_symbols: List[str] = []
+        needs_hlg = {"1best", "nbest-rescoring", "whole-lattice-rescoring"} & set(self.methods)
+        if needs_hlg or "ctc-decoding" in self.methods:
+            import_k2()  # a clear error up front when k2 is missing
+        if "ctc-decoding" in self.methods:
+            from qnet.graph import build_ctc_topo
+
+            self.H = build_ctc_topo(len(tokenizer.table) - 1, modified=modified_ctc_topo, device=self.device)
+        if needs_hlg:
+            from qnet.graph import load_HLG
+            from qnet.lang import SymbolTable
+
+            if lang_dir is None:
+                raise ValueError(f"methods {sorted(needs_hlg)} need --lang-dir")
+            hlg = Path(hlg_path) if hlg_path else Path(lang_dir) / "HLG.pt"
+            if not hlg.is_file():
+                raise FileNotFoundError(f"{hlg} does not exist; build it with qnet.bin.compile_hlg")
+            self.HLG = load_HLG(hlg, self.device)
+            words = SymbolTable.from_file(Path(lang_dir) / "words.txt")
+            self.word_symbols = words.symbols
+            rescoring = {"nbest-rescoring", "whole-lattice-rescoring"} & set(self.methods)
+            if rescoring:
+                if G_rescore is None:
+                    raise ValueError(f"methods {sorted(rescoring)} need --G-rescore")
+                from qnet.lm import load_G
+
+                if "nbest-rescoring" in self.methods:
+                    self.G = load_G(G_rescore, words["#0"], self.device)
+                if "whole-lattice-rescoring" in self.methods:
+                    self.G_loops = load_G(G_rescore, words["#0"], self.device, epsilon_self_loops=True)
+
+    def _words(self, ids: List[int]) -> str:
+        return " ".join(self.word_symbols[i] for i in ids)
+
+    def _flag_empty(self, method: str, best_path, utt_ids: Sequence[str]) -> None:
+        for utt, n in zip(utt_ids, num_arcs_per_fsa(best_path)):
+            if n == 0:
+                self.stats.add(method, utt)
+
+    def decode(self, log_probs: torch.Tensor, lens: torch.Tensor, utt_ids: Sequence[str]) -> Dict[str, List[str]]:
+        """Hypotheses of one batch for every method (and LM scale)."""
+        results: Dict[str, List[str]] = {}
+        if "greedy" in self.methods:
+            results["greedy"] = [self.tokenizer.decode(ids) for ids in greedy_search(log_probs, lens)]
+        if self.H is None and self.HLG is None:
+            return results
+        # k2 cannot take zero-frame utterances: they get empty hypotheses for the graph methods.
+        lens = lens.cpu()
+        keep = torch.nonzero(lens > 0).flatten()
+        for i in torch.nonzero(lens <= 0).flatten().tolist():
+            self.stats.add("all graph methods (zero frames)", utt_ids[i])
+        sub: Dict[str, List[str]] = {}
+        if keep.numel() > 0:
+            sub = self._decode_graphs(log_probs[keep.to(log_probs.device)].to(self.device), lens[keep],
+                                      [utt_ids[i] for i in keep.tolist()])
+        for key, hyps in sub.items():
+            full = [""] * len(utt_ids)
+            for j, i in enumerate(keep.tolist()):
+                full[i] = hyps[j]
+            results[key] = full
+        if keep.numel() == 0:  # still report every key, all empty
+            for key in self.result_keys():
+                if key != "greedy":
+                    results[key] = [""] * len(utt_ids)
+        return results
+
+    def result_keys(self) -> List[str]:
+        """Every result key this decoder produces."""
+        keys = [m for m in ("greedy", "ctc-decoding", "1best") if m in self.methods]
+        for m in ("whole-lattice-rescoring", "nbest-rescoring"):
+            if m in self.methods:
+                keys += [f"{m}_lm_scale_{s:g}" for s in self.opts.lm_scales]
+        return keys
+
+    def _decode_graphs(self, log_probs: torch.Tensor, lens: torch.Tensor, utt_ids: Sequence[str]):
+        results: Dict[str, List[str]] = {}
+        if self.H is not None:
+            lattice = get_lattice(log_probs, lens, self.H, self.opts)
+            best = one_best(lattice, self.opts.use_double_scores)
+            self._flag_empty("ctc-decoding", best, utt_ids)
+            results["ctc-decoding"] = [self.tokenizer.decode(ids) for ids in path_labels(best)]
+        if self.HLG is not None:
+            lattice = get_lattice(log_probs, lens, self.HLG, self.opts)
+            best = one_best(lattice, self.opts.use_double_scores)
+            self._flag_empty("1best", best, utt_ids)
+            if "1best" in self.methods:
+                results["1best"] = [self._words(ids) for ids in path_labels(best)]
+            if self.G_loops is not None:
+                for scale, path in rescore_whole_lattice(lattice, self.G_loops, self.opts.lm_scales,
+                                                         self.opts.use_double_scores).items():
+                    results[f"whole-lattice-rescoring_lm_scale_{scale:g}"] = [
+                        self._words(ids) for ids in path_labels(path)]
+            if self.G is not None:
+                for scale, seqs in rescore_nbest(lattice, self.G, self.opts, self.opts.lm_scales).items():
+                    results[f"nbest-rescoring_lm_scale_{scale:g}"] = [self._words(ids) for ids in seqs]
+        return results

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Decode a cut set in N parallel jobs, merge the hypotheses and score once (Kaldi style).
+# Usage: steps/decode.sh [options] <model> <cuts> <lang-dir> <decode-dir>
+#   e.g. steps/decode.sh --cmd "$decode_cmd" --nj 4 --methods greedy,1best,whole-lattice-rescoring \
+#          --G-rescore data/lm/G_4_gram.fst.txt exp/avg.pt data/fbank/mini_cuts_test.jsonl.gz \
+#          data/lang_char exp/decode_test
+# Writes <decode-dir>/{ref,hyp}-SET*.txt, recogs-/errs-/wer-summary-SET files and log/decode.JOB.log.
+set -euo pipefail
+
+cmd=run.pl
+nj=1
+methods=greedy
+test_set=
+hlg=
+G_rescore=
+lm_scales=
+max_duration=200
+device=cpu
+search_beam=20
+output_beam=8
+min_active_states=30
+max_active_states=10000
+num_paths=100
+cer=
+help_message="Usage: $0 [--cmd run.pl] [--nj N] [--methods greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring]
+  [--test-set NAME] [--hlg HLG.pt] [--G-rescore G.fst.txt] [--lm-scales 0.5,0.8] [--max-duration 200]
+  [--device cpu|cuda] [--search-beam 20] [--output-beam 8] [--min-active-states 30]
+  [--max-active-states 10000] [--num-paths 100] [--cer true|false] <model> <cuts> <lang-dir> <decode-dir>"
+
+. utils/parse_options.sh
+
+if [ $# -ne 4 ]; then
+  echo "$help_message" >&2
+  exit 1
+fi
+model=$1
+cuts=$2
+lang_dir=$3
+dir=$4
+
+for f in "$model" "$cuts" "$lang_dir/tokens.txt"; do
+  [ -f "$f" ] || { echo "$0: $f is missing" >&2; exit 1; }
+done
+if [ -z "$test_set" ]; then
+  test_set=$(basename "$cuts"); test_set=${test_set%.gz}; test_set=${test_set%.jsonl}
+fi
+sdata=$dir/split$nj
+mkdir -p "$dir/log" "$sdata"
+
+if [ ! -f "$sdata/.done" ]; then
+  python - "$cuts" "$nj" "$sdata" <<'PYEOF'
+import sys
+from lhotse import CutSet
+cuts = CutSet.from_file(sys.argv[1]).to_eager()
+n = int(sys.argv[2])
+if len(cuts) < n:
+    sys.exit(f"decode.sh: {sys.argv[1]} has {len(cuts)} cuts, fewer than --nj {n}")
+for i, part in enumerate(cuts.split(n), 1):
+    part.to_file(f"{sys.argv[3]}/cuts.{i}.jsonl.gz")
+PYEOF
+  touch "$sdata/.done"
+fi
+
+opts=(--lang-dir "$lang_dir" --methods "$methods" --test-set "$test_set" --max-duration "$max_duration"
+      --device "$device" --search-beam "$search_beam" --output-beam "$output_beam"
+      --min-active-states "$min_active_states" --max-active-states "$max_active_states"
+      --num-paths "$num_paths" --score false)
+[ -n "$hlg" ] && opts+=(--hlg "$hlg")
+[ -n "$G_rescore" ] && opts+=(--G-rescore "$G_rescore")
+[ -n "$lm_scales" ] && opts+=(--lm-scales "$lm_scales")
+
+# A part whose .done exists is complete and is not decoded again.
+job_cmd="[ -f $sdata/JOB/.done ] || { python -m qnet.bin.decode --model $model --cuts $sdata/cuts.JOB.jsonl.gz --out-dir $sdata/JOB ${opts[*]} && touch $sdata/JOB/.done; }"
+launcher=${cmd%% *}
+if command -v "$launcher" >/dev/null 2>&1 || [ -x "$launcher" ]; then
+  $cmd JOB=1:$nj "$dir/log/decode.JOB.log" "$job_cmd"
+else
+  echo "$0: WARNING: '$launcher' not found; running the $nj jobs one after another" >&2
+  for j in $(seq 1 "$nj"); do
+    bash -c "${job_cmd//JOB/$j}" > "$dir/log/decode.$j.log" 2>&1 \
+      || { echo "$0: job $j failed, log is in $dir/log/decode.$j.log" >&2; exit 1; }
+  done
+fi
+
+# Merge the parts: one ref file and one hyp file per result key.
+cat "$sdata"/*/ref-"$test_set".txt | sort > "$dir/ref-$test_set.txt"
+for f in "$sdata"/1/hyp-"$test_set"-*.txt; do
+  name=$(basename "$f")
+  for j in $(seq 1 "$nj"); do
+    [ -f "$sdata/$j/$name" ] || { echo "$0: $sdata/$j/$name is missing" >&2; exit 1; }
+    cat "$sdata/$j/$name"
+  done | sort > "$dir/$name"
+done
+
+score_opts=()
+[ -n "$cer" ] && score_opts+=(--cer "$cer")
+[ -z "$cer" ] && [ ! -f "$lang_dir/bpe.model" ] && score_opts+=(--cer true)
+python -m qnet.bin.score --dir "$dir" --test-set "$test_set" "${score_opts[@]}"
+echo "$0: done; see $dir/wer-summary-$test_set.txt"

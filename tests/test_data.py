@@ -1,0 +1,188 @@
+"""Data pipeline: cut filters and their counts, batches, resumable epochs, SpecCutout/SpecAugment."""
+
+import pytest
+import torch
+
+from qnet.augment import AugmentChain, SpecAugment, SpecCutout, build_augment
+from qnet.data import FilterCounts, cut_num_frames, cut_text, encoder_frames, filter_cuts, make_loader
+from qnet.tokens import CharTokenizer
+
+from train_helpers import have_tts, make_corpus
+
+
+def _cut(cut_id, duration, text):
+    from lhotse import MonoCut, Recording, SupervisionSegment
+    from lhotse.audio import AudioSource
+
+    rec = Recording(
+        id=cut_id, sources=[AudioSource(type="file", channels=[0], source="/nonexistent.wav")],
+        sampling_rate=16000, num_samples=int(duration * 16000), duration=duration,
+    )
+    sups = [] if text is None else [SupervisionSegment(id=cut_id, recording_id=cut_id, start=0, duration=duration, text=text)]
+    return MonoCut(id=cut_id, start=0, duration=duration, channel=0, recording=rec, supervisions=sups)
+
+
+def test_filter_cuts_counts_every_reason():
+    from lhotse import CutSet
+
+    cuts = CutSet.from_cuts([
+        _cut("ok", 1.0, "Hello, World!"),
+        _cut("long", 17.0, "far too long"),
+        _cut("empty", 1.0, "?!  ..."),
+        _cut("nosup", 1.0, None),
+        _cut("fits", 0.06, "abc"),  # 6 frames -> 3 encoder frames: exactly 3 labels
+        _cut("repeat", 0.06, "abb"),  # b b needs a blank between: 4 > 3
+        _cut("tooshort", 0.1, "hello"),  # 10 frames -> 5; h e l l o needs 6
+        _cut("accent", 1.0, "café\u2019s ☃"),
+    ])
+    kept, counts = filter_cuts(cuts, CharTokenizer(), max_utt_duration=16.7)
+    assert sorted(c.id for c in kept) == ["accent", "fits", "ok"]
+    assert (counts.total, counts.kept, counts.too_long, counts.empty_text, counts.too_short_for_ctc) == (8, 3, 1, 2, 2)
+    assert counts.normalization.transliterated == 2 and counts.normalization.dropped == 1
+    assert counts.examples["too_short_for_ctc"] == ["repeat", "tooshort"]
+    assert "kept 3/8" in str(counts)
+    kept_all, counts_all = filter_cuts(cuts, CharTokenizer(), max_utt_duration=None)
+    assert counts_all.too_long == 0 and "long" in [c.id for c in kept_all]
+
+
+def test_filter_cuts_keeps_lazy_cutsets_lazy(tmp_path):
+    from lhotse import CutSet
+
+    path = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_cuts([_cut("a", 1.0, "yes"), _cut("b", 20.0, "no")]).to_file(path)
+    lazy = CutSet.from_jsonl_lazy(path)
+    kept, counts = filter_cuts(lazy, CharTokenizer())
+    assert kept.is_lazy and [c.id for c in kept] == ["a"] and counts.too_long == 1
+
+
+def test_several_train_manifests_are_interleaved(tmp_path):
+    from lhotse import CutSet
+
+    from qnet.data import load_train_cuts
+
+    for part in ("a", "b"):
+        CutSet.from_cuts([_cut(f"{part}{i}", 1.0, "yes") for i in range(20)] + [_cut(f"{part}-long", 30.0, "no")]).to_file(
+            tmp_path / f"{part}.jsonl.gz"
+        )
+    paths = [str(tmp_path / "a.jsonl.gz"), str(tmp_path / "b.jsonl.gz")]
+    cuts, total, per_file = load_train_cuts(paths, CharTokenizer(), max_utt_duration=16.7, seed=1)
+    ids = [c.id for c in cuts]
+    assert sorted(ids) == sorted([f"a{i}" for i in range(20)] + [f"b{i}" for i in range(20)])
+    assert ids[:20] != [f"a{i}" for i in range(20)]  # mixed, not one file after the other
+    assert ids == [c.id for c in cuts]  # the same order on every pass (and rank)
+    assert (total.kept, total.too_long) == (40, 2) and [c.kept for c in per_file] == [20, 20]
+
+
+def test_frame_counts():
+    assert cut_num_frames(_cut("x", 1.234, "a")) == 123  # lhotse: round(samples / 160)
+    assert [encoder_frames(n) for n in (1, 2, 5, 6)] == [1, 1, 3, 3]
+    assert cut_text(_cut("x", 1.0, None)) == ""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    if not have_tts():
+        pytest.skip("espeak-ng/sox not installed")
+    return make_corpus(tmp_path_factory.mktemp("corpus"), num_train=10, num_valid=2)
+
+
+def test_batches_and_resumable_epochs(corpus):
+    from qnet.data import load_cuts
+    from qnet.tokens import load_tokenizer
+
+    tok = load_tokenizer(corpus["lang_dir"])
+    cuts = load_cuts(corpus["train_cuts"])
+    loader = make_loader(cuts, tok, max_duration=3.0, train=True, num_buckets=2, seed=3)
+    batches = list(loader.epoch(2))
+    assert len(batches) == loader.count_batches(2) >= 3
+    b = batches[0]
+    assert b["feats"].dim() == 3 and b["feats"].shape[2] == 64 and b["feats"].dtype == torch.float32
+    assert b["feat_lens"].dtype == torch.int64 and int(b["feat_lens"].max()) == b["feats"].shape[1]
+    assert b["feat_lens"].tolist() == sorted(b["feat_lens"].tolist(), reverse=True)
+    assert len(b["tokens"]) == len(b["texts"]) == len(b["cut_ids"]) == len(b["durations"]) == b["feats"].shape[0]
+    assert all(t == t.lower() for t in b["texts"]) and tok.decode(b["tokens"][0]) == b["texts"][0]
+    # the same epoch again, resumed after 2 batches: exactly the remaining batches
+    again = list(loader.epoch(2, skip=2))
+    assert [x["cut_ids"] for x in again] == [x["cut_ids"] for x in batches[2:]]
+    # another epoch is another order; all cuts appear once per epoch
+    other = list(loader.epoch(3))
+    ids2 = sorted(i for x in batches for i in x["cut_ids"])
+    assert ids2 == sorted(i for x in other for i in x["cut_ids"]) and len(ids2) == 10
+    assert [x["cut_ids"] for x in other] != [x["cut_ids"] for x in batches]
+
+
+def test_on_the_fly_features_match_precomputed(corpus):
+    from qnet.data import load_cuts
+    from qnet.tokens import load_tokenizer
+
+    tok = load_tokenizer(corpus["lang_dir"])
+    cuts = load_cuts(corpus["valid_cuts"])
+    pre = next(iter(make_loader(cuts, tok, 100.0, train=False).epoch(0)))
+    fly = next(iter(make_loader(cuts, tok, 100.0, train=False, on_the_fly_feats=True).epoch(0)))
+    assert pre["cut_ids"] == fly["cut_ids"] and torch.equal(pre["feat_lens"], fly["feat_lens"])
+    n = int(pre["feat_lens"][-1])
+    # lilcom storage is lossy (about 1/8 of a nat here)
+    assert (pre["feats"][-1, :n] - fly["feats"][-1, :n]).abs().max() < 0.5
+    with pytest.raises(ValueError, match="on-the-fly"):
+        make_loader(cuts, tok, 100.0, train=True, perturb_speed=True)
+
+
+def test_spec_cutout_shapes_limits_and_eval_mode():
+    torch.manual_seed(0)
+    x = torch.ones(8, 300, 64)
+    cut = SpecCutout()
+    y = cut(x, torch.full((8,), 300))
+    zero = y == 0
+    assert y.shape == x.shape and zero.any()
+    for b in range(8):
+        rows = zero[b].any(dim=1).nonzero().flatten()
+        cols = zero[b].any(dim=0).nonzero().flatten()
+        if rows.numel():
+            assert int(cols.max()) < 64 and int(cols.min()) >= 0
+    # one rectangle is at most 120 x 50: a single-mask cutout never exceeds it
+    single = SpecCutout(rect_masks=1)
+    for _ in range(20):
+        z = single(x, None) == 0
+        if z.any():
+            t = z.any(dim=2)[0].nonzero().flatten()
+            f = z.any(dim=1)[0].nonzero().flatten()
+            assert t.max() - t.min() + 1 <= 120 and f.max() - f.min() + 1 <= 50
+    cut.eval()
+    assert torch.equal(cut(x, None), x)
+    # shorter than 120 frames: still works (NeMo would raise)
+    assert SpecCutout()(torch.ones(2, 50, 64), None).shape == (2, 50, 64)
+
+
+def test_spec_augment_strips_stay_inside_valid_frames():
+    torch.manual_seed(1)
+    x = torch.ones(4, 200, 64)
+    lens = torch.tensor([200, 150, 80, 30])
+    aug = SpecAugment(freq_masks=2, freq_width=10, time_masks=2, time_width=20)
+    y = aug(x, lens)
+    for b in range(4):
+        masked_frames = (y[b] == 0).all(dim=1).nonzero().flatten()
+        if masked_frames.numel():
+            assert int(masked_frames.max()) < int(lens[b])
+    frac = SpecAugment(freq_masks=0, time_masks=1, time_width=0.1)
+    y = frac(torch.ones(1, 100, 8), torch.tensor([100]))
+    assert int((y[0] == 0).all(dim=1).sum()) <= 10
+    aug.eval()
+    assert torch.equal(aug(x, lens), x)
+
+
+def test_build_augment_chain_and_rng_reproducibility():
+    chain = build_augment(spec_cutout=True, spec_augment=True)
+    assert [type(m) for m in chain.steps] == [SpecAugment, SpecCutout]
+    assert len(build_augment(spec_cutout=False).steps) == 0
+    x = torch.randn(3, 130, 64)
+    torch.manual_seed(5)
+    a = chain(x, torch.tensor([130, 100, 60]))
+    torch.manual_seed(5)
+    b = chain(x, torch.tensor([130, 100, 60]))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    assert isinstance(chain, AugmentChain) and not list(chain.state_dict())
+
+
+def test_filter_counts_str_is_readable():
+    c = FilterCounts(total=2, kept=1, too_long=1, kept_seconds=3600, dropped_seconds=20)
+    assert "kept 1/2 cuts (1.00 h)" in str(c) and "1 longer than the limit" in str(c)

@@ -1,0 +1,166 @@
+"""Decoding: greedy, ctc-decoding, HLG 1best, rescoring on crafted log-probs; the decode CLI and
+steps/decode.sh on a random tiny model."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from decode_helpers import frame_log_probs, make_audio_cuts, make_char_lang, make_tiny_model, peaky_frames
+from qnet.decode import Decoder, DecodeOptions, greedy_search
+from qnet.tokens import CharTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+ALL_METHODS = ["greedy", "ctc-decoding", "1best", "whole-lattice-rescoring", "nbest-rescoring"]
+
+
+def test_greedy_merges_repeats_and_drops_blanks():
+    lp = torch.full((2, 6, 4), -10.0)
+    for t, k in enumerate([1, 1, 0, 1, 2, 2]):
+        lp[0, t, k] = 0.0
+    for t, k in enumerate([3, 0, 3, 3, 0, 0]):
+        lp[1, t, k] = 0.0
+    assert greedy_search(lp, torch.tensor([6, 3])) == [[1, 1, 2], [3, 3]]
+
+
+@pytest.fixture(scope="module")
+def lang(tmp_path_factory):
+    return make_char_lang(tmp_path_factory.mktemp("lang"))
+
+
+def _decoder(lang, methods=ALL_METHODS):
+    return Decoder(methods, CharTokenizer(), lang, G_rescore=lang.parent / "G.fst.txt",
+                   opts=DecodeOptions(lm_scales=[0.5, 1.0]))
+
+
+def test_hlg_fixes_a_misspelling_greedy_makes(lang):
+    # "the cat sat" with the 'a' of "cat" mostly 'q': greedy spells "cqt", the lexicon + G know "cat"
+    frames = peaky_frames("the cat sat", confusions={5: {"q": 0.5, "a": 0.4}})
+    lp = frame_log_probs(frames).unsqueeze(0)
+    out = _decoder(lang).decode(lp, torch.tensor([lp.shape[1]]), ["u1"])
+    assert out["greedy"] == ["the cqt sat"]
+    assert out["ctc-decoding"] == ["the cqt sat"]  # H knows no words: same as greedy
+    assert out["1best"] == ["the cat sat"]
+    for scale in ("0.5", "1"):
+        assert out[f"whole-lattice-rescoring_lm_scale_{scale}"] == ["the cat sat"]
+        assert out[f"nbest-rescoring_lm_scale_{scale}"] == ["the cat sat"]
+
+
+def test_lm_decides_between_acoustically_equal_words(lang):
+    # "the ?at": 'c' and 'h' equally likely; the bigram prefers "the cat" over "the hat"
+    frames = peaky_frames("the cat", confusions={4: {"c": 0.45, "h": 0.45}})
+    lp = frame_log_probs(frames).unsqueeze(0)
+    out = _decoder(lang, ["1best", "whole-lattice-rescoring"]).decode(lp, torch.tensor([lp.shape[1]]), ["u"])
+    assert out["1best"] == ["the cat"]
+    assert out["whole-lattice-rescoring_lm_scale_1"] == ["the cat"]
+
+
+def test_batch_order_and_empty_lattices_do_not_stop_decoding(lang):
+    a = frame_log_probs(peaky_frames("a cat sat on the hat"))
+    b = frame_log_probs(peaky_frames("the hat"))
+    T = a.shape[0]
+    lp = torch.full((4, T, 29), float("-inf"))
+    lp[0, : b.shape[0]] = b  # shorter first: k2 needs sorted segments, results must come back in order
+    lp[1] = a
+    lp[3, : b.shape[0]] = b
+    lens = torch.tensor([b.shape[0], T, 5, 0])  # utt 2: all -inf (empty lattice), utt 3: zero frames
+    dec = _decoder(lang)
+    out = dec.decode(lp, lens, ["u0", "u1", "u2", "u3"])
+    assert out["1best"] == ["the hat", "a cat sat on the hat", "", ""]
+    assert out["nbest-rescoring_lm_scale_0.5"] == ["the hat", "a cat sat on the hat", "", ""]
+    assert out["whole-lattice-rescoring_lm_scale_1"] == ["the hat", "a cat sat on the hat", "", ""]
+    assert out["ctc-decoding"][:2] == ["the hat", "a cat sat on the hat"]
+    assert set(out) == set(dec.result_keys())
+    assert dec.stats.empty["1best"] == ["u2"]
+    assert dec.stats.empty["all graph methods (zero frames)"] == ["u3"]
+
+
+def test_greedy_decoder_needs_no_lang_dir():
+    lp = frame_log_probs(peaky_frames("hello world")).unsqueeze(0)
+    out = Decoder(["greedy"], CharTokenizer()).decode(lp, torch.tensor([lp.shape[1]]), ["u"])
+    assert out == {"greedy": ["hello world"]}
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="unknown decoding method"):
+        Decoder(["beam"], CharTokenizer())
+
+
+def test_decode_cli_end_to_end(tmp_path, lang):
+    from qnet.bin.decode import main
+
+    model = make_tiny_model(tmp_path / "model.pt")
+    cuts = make_audio_cuts(tmp_path, ["the cat sat", "a hat", "the cat", "on the hat"])
+    out = tmp_path / "decode"
+    main(["--model", str(model), "--cuts", str(cuts), "--lang-dir", str(lang), "--G-rescore",
+          str(lang.parent / "G.fst.txt"), "--methods", "greedy,ctc-decoding,1best,whole-lattice-rescoring",
+          "--lm-scales", "0.5,1.0", "--out-dir", str(out), "--max-duration", "1.5", "--test-set", "test"])
+    ref = (out / "ref-test.txt").read_text().splitlines()
+    assert [line.split(maxsplit=1)[1] for line in ref] == ["the cat sat", "a hat", "the cat", "on the hat"]
+    for key in ("greedy", "ctc-decoding", "1best", "whole-lattice-rescoring_lm_scale_0.5"):
+        assert len((out / f"hyp-test-{key}.txt").read_text().splitlines()) == 4
+        assert (out / f"errs-test-{key}.txt").read_text().startswith("%WER ")
+        assert (out / f"recogs-test-{key}.txt").is_file()
+    summary = (out / "wer-summary-test.txt").read_text().splitlines()
+    assert summary[0] == "settings\tWER" and len(summary) == 1 + 5
+    assert (out / "cer-summary-test.txt").is_file()
+
+
+def test_decode_cli_precomputed_features_greedy(tmp_path):
+    from lhotse import CutSet, LilcomChunkyWriter
+
+    from qnet.bin.decode import main
+    from qnet.features import NemoMelExtractor
+
+    model = make_tiny_model(tmp_path / "model.pt")
+    cuts = CutSet.from_file(make_audio_cuts(tmp_path, ["one two", "three"]))
+    cuts = cuts.compute_and_store_features(NemoMelExtractor(), tmp_path / "feats", num_jobs=1,
+                                           storage_type=LilcomChunkyWriter)
+    cuts.to_file(tmp_path / "feats_cuts.jsonl.gz")
+    main(["--model", str(model), "--cuts", str(tmp_path / "feats_cuts.jsonl.gz"), "--out-dir",
+          str(tmp_path / "dec"), "--methods", "greedy"])
+    assert len((tmp_path / "dec" / "hyp-feats_cuts-greedy.txt").read_text().splitlines()) == 2
+    assert (tmp_path / "dec" / "errs-feats_cuts-greedy.txt").is_file()
+
+
+@pytest.mark.slow
+def test_decode_sh_parallel_jobs(tmp_path, lang):
+    model = make_tiny_model(tmp_path / "model.pt")
+    cuts = make_audio_cuts(tmp_path, ["the cat sat", "a hat", "the cat", "on the hat", "the hat"])
+    out = tmp_path / "decode"
+    env = dict(os.environ, PATH=f"{REPO}/utils:{os.environ['PATH']}")
+    proc = subprocess.run(
+        ["bash", "steps/decode.sh", "--nj", "2", "--methods", "greedy,1best", str(model), str(cuts), str(lang),
+         str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout
+    assert len((out / "ref-cuts_test.txt").read_text().splitlines()) == 5
+    assert len((out / "hyp-cuts_test-1best.txt").read_text().splitlines()) == 5
+    assert (out / "log" / "decode.2.log").is_file()
+    summary = (out / "wer-summary-cuts_test.txt").read_text()
+    assert "greedy" in summary and "1best" in summary
+
+
+def test_greedy_decode_and_scoring_work_without_k2(tmp_path):
+    import sys
+
+    code = (
+        "import sys; sys.modules['k2'] = None\n"
+        "import torch\n"
+        "from qnet.decode import Decoder\n"
+        "from qnet.tokens import CharTokenizer\n"
+        "from qnet.scoring import score_set, pair_results\n"
+        "lp = torch.randn(2, 20, 29).log_softmax(-1)\n"
+        "hyps = Decoder(['greedy'], CharTokenizer()).decode(lp, torch.tensor([20, 10]), ['a', 'b'])['greedy']\n"
+        f"score_set({str(tmp_path)!r}, 't', {{'greedy': pair_results({{'a': 'x', 'b': 'y'}}, dict(zip('ab', hyps)))}})\n"
+        "try:\n"
+        "    Decoder(['1best'], CharTokenizer(), 'x')\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "MissingDependencyError"
+    assert (tmp_path / "wer-summary-t.txt").is_file()

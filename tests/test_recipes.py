@@ -1,0 +1,148 @@
+"""Recipe shells (egs/librispeech, egs/wsj, egs/mini): layout, option parsing, stage guards, and the
+mini smoke recipe end to end (slow; CI runs it with `-m slow` in its own job)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ["librispeech", "wsj", "mini"]
+
+
+def run_recipe(recipe: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run egs/<recipe>/run.sh from its folder (Kaldi convention) and capture its output."""
+    return subprocess.run(["./run.sh", *args], cwd=ROOT / "egs" / recipe, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def done_markers(path: Path):
+    """Every .done marker (`.done`, `.x.done`, `x.pt.done`) below `path`."""
+    return sorted(p for p in path.rglob("*") if p.name == ".done" or p.name.endswith(".done"))
+
+
+def make_librispeech(root: Path, parts=("train-clean-100", "dev-clean", "test-clean")) -> Path:
+    """A LibriSpeech-layout folder with two 1-second noise utterances per part."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    corpus = root / "LibriSpeech"
+    for i, part in enumerate(parts):
+        spk, chap = str(100 + i), "200"
+        d = corpus / part / spk / chap
+        d.mkdir(parents=True)
+        lines = []
+        for u, text in enumerate(["HELLO WORLD", "GOOD MORNING WORLD"]):
+            uid = f"{spk}-{chap}-{u:04d}"
+            sf.write(d / f"{uid}.flac", (0.1 * rng.standard_normal(16000)).astype("float32"), 16000)
+            lines.append(f"{uid} {text}\n")
+        (d / f"{spk}-{chap}.trans.txt").write_text("".join(lines))
+    return corpus
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_layout(recipe):
+    d = ROOT / "egs" / recipe
+    for name in ("steps", "utils", "local"):
+        link = d / name
+        assert link.is_symlink() and os.readlink(link) == f"../../{name}", link
+        assert link.resolve() == (ROOT / name).resolve()
+    assert os.readlink(d / "cmd.sh") == "../../conf/cmd.sh"
+    assert "../../path.sh" in (d / "path.sh").read_text()
+    run_sh = d / "run.sh"
+    assert os.access(run_sh, os.X_OK)
+    text = run_sh.read_text()
+    assert "set -euo pipefail" in text and "../../tools/setup.sh" in text
+    assert ". utils/parse_options.sh" in text and ". ./path.sh" in text and ". ./cmd.sh" in text
+    r = subprocess.run(["bash", "-n", str(run_sh)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("script", ["local/librispeech_lm.sh", "local/wsj_lm.sh"])
+def test_local_scripts_parse(script):
+    r = subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert os.access(ROOT / script, os.X_OK)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_options_help_and_errors(recipe):
+    r = run_recipe(recipe, "--help")
+    assert r.returncode == 0 and "Usage" in r.stdout, r.stderr
+    r = run_recipe(recipe, "--no-such-option", "1")
+    assert r.returncode != 0 and "invalid option --no-such-option" in r.stderr
+    r = run_recipe(recipe, "--stage", "3", "extra-positional")
+    assert r.returncode != 0 and "Usage" in r.stderr
+
+
+def test_librispeech_rerun_does_nothing(tmp_path):
+    corpus = make_librispeech(tmp_path / "corpus")
+    args = ["--stage", "0", "--stop-stage", "1", "--nj", "1", "--corpus-dir", str(corpus),
+            "--dl-dir", str(tmp_path / "download"), "--data-dir", str(tmp_path / "data"),
+            "--exp-dir", str(tmp_path / "exp"), "--train-parts", "train-clean-100",
+            "--dev-parts", "dev-clean", "--test-parts", "test-clean"]
+    r = run_recipe("librispeech", *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    manifests = sorted((tmp_path / "data" / "manifests").glob("librispeech_*.jsonl.gz"))
+    assert len(manifests) == 6
+    markers = done_markers(tmp_path / "data")
+    assert len(markers) == 3
+    before = {p: p.stat().st_mtime_ns for p in manifests + markers}
+
+    r = run_recipe("librispeech", *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "manifests done for" in r.stdout and "nothing to download" in r.stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert "Stage 0" in r.stdout and "Stage 1" in r.stdout and "Stage 2" not in r.stdout
+
+
+def test_librispeech_failed_stage_leaves_no_done(tmp_path):
+    base = ["--nj", "1", "--dl-dir", str(tmp_path / "download"), "--data-dir", str(tmp_path / "data"),
+            "--exp-dir", str(tmp_path / "exp"), "--train-parts", "train-clean-100", "--dev-parts", "dev-clean",
+            "--test-parts", "test-clean"]
+    r = run_recipe("librispeech", "--stage", "0", "--stop-stage", "1", "--corpus-dir",
+                   str(tmp_path / "no-such-corpus"), *base)
+    assert r.returncode != 0
+    assert "does not exist" in r.stderr
+    assert done_markers(tmp_path) == []
+
+    # A corpus that lacks the test part: stage 0 refuses it, and stage 1 (run alone) fails without markers.
+    corpus = make_librispeech(tmp_path / "corpus", parts=("train-clean-100", "dev-clean"))
+    r = run_recipe("librispeech", "--stage", "0", "--stop-stage", "0", "--corpus-dir", str(corpus),
+                   "--dl-dir", str(tmp_path / "download2"), *base[2:])
+    assert r.returncode != 0 and "test-clean" in r.stderr
+    r = run_recipe("librispeech", "--stage", "1", "--stop-stage", "1", *base)
+    assert r.returncode != 0
+    assert done_markers(tmp_path / "data") == []
+
+
+@pytest.mark.slow
+def test_mini_smoke_end_to_end(tmp_path):
+    """egs/mini/run.sh --smoke true: every stage of the librispeech and wsj code paths, then a rerun."""
+    args = ["--smoke", "true", "--data-dir", str(tmp_path / "data"), "--exp-dir", str(tmp_path / "exp")]
+    r = run_recipe("mini", *args, timeout=900)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-6000:]
+    results = tmp_path / "exp" / "RESULTS.md"
+    text = results.read_text()
+    for system in ("librispeech", "wsj-finetuned", "wsj-scratch"):
+        for method in ("greedy", "ctc-decoding", "1best", "nbest-rescoring", "whole-lattice-rescoring"):
+            assert f"| {system} | {method} |" in text, (system, method)
+    assert "## Targets" in text
+    assert text in r.stdout  # printed
+    ls_exp = tmp_path / "exp" / "librispeech" / "quartznet_tiny_lang_char"
+    for part in ("dev-clean", "test-clean"):
+        assert (ls_exp / f"decode_{part}" / f"wer-summary-{part}.txt").is_file()
+    for system in ("quartznet_finetuned", "quartznet_tiny_scratch"):
+        for part in ("test_dev93", "test_eval92"):
+            assert (tmp_path / "exp" / "wsj" / system / f"decode_{part}" / ".done").is_file()
+
+    # Rerunning finished stages does nothing: no new checkpoints, decodes or features.
+    watched = [p for p in (tmp_path / "exp").rglob("*.pt")] + list((tmp_path / "data").rglob("*.jsonl.gz"))
+    before = {p: p.stat().st_mtime_ns for p in watched}
+    r = run_recipe("mini", *args, "--stop-stage", "2", timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
+    assert "already trained" in r.stdout and "skipping" in r.stdout

@@ -1,0 +1,127 @@
+"""qnet.results / qnet.bin.make_results: wer-summary collection, LM-scale tuning, targets, RESULTS.md."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qnet.results import (
+    PUBLISHED,
+    Check,
+    collect_system,
+    read_wer_summary,
+    render_markdown,
+    report_cell,
+    split_key,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_summary(path: Path, rows: dict) -> None:
+    """A wer-summary file as qnet.scoring writes it (header, best first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = sorted(rows.items(), key=lambda kv: kv[1])
+    path.write_text("settings\tWER\n" + "".join(f"{k}\t{v:.2f}\n" for k, v in table))
+
+
+@pytest.fixture
+def system_dir(tmp_path):
+    d = tmp_path / "exp" / "quartznet_tiny"
+    write_summary(d / "decode_dev-clean" / "wer-summary-dev-clean.txt", {
+        "greedy": 20.0, "1best": 12.0,
+        "whole-lattice-rescoring_lm_scale_0.5": 11.0, "whole-lattice-rescoring_lm_scale_0.9": 10.0})
+    write_summary(d / "decode_test-clean" / "wer-summary-test-clean.txt", {
+        "greedy": 22.0, "1best": 14.0,
+        "whole-lattice-rescoring_lm_scale_0.5": 9.0, "whole-lattice-rescoring_lm_scale_0.9": 13.0})
+    return d
+
+
+def test_read_wer_summary_and_errors(tmp_path):
+    f = tmp_path / "wer-summary-x.txt"
+    f.write_text("settings\tWER\ngreedy\t12.50\n1best\t10.00\n")
+    assert read_wer_summary(f) == {"greedy": 12.5, "1best": 10.0}
+    f.write_text("settings\tWER\ngreedy\tabc\n")
+    with pytest.raises(ValueError, match=r"wer-summary-x.txt:2: WER 'abc'"):
+        read_wer_summary(f)
+    f.write_text("settings\tWER\n")
+    with pytest.raises(ValueError, match="no scores"):
+        read_wer_summary(f)
+    f.write_text("greedy 1 2\n")
+    with pytest.raises(ValueError, match="expected 'KEY WER'"):
+        read_wer_summary(f)
+
+
+def test_split_key():
+    assert split_key("greedy") == ("greedy", None)
+    assert split_key("nbest-rescoring_lm_scale_0.7") == ("nbest-rescoring", "lm_scale_0.7")
+
+
+def test_collect_missing_and_duplicates(tmp_path, system_dir):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        collect_system("x", tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no wer-summary"):
+        collect_system("x", tmp_path / "empty")
+    write_summary(system_dir / "again" / "wer-summary-test-clean.txt", {"greedy": 1.0})
+    with pytest.raises(ValueError, match="scored in both"):
+        collect_system("x", system_dir)
+
+
+def test_tuning_on_dev_versus_oracle(system_dir):
+    s = collect_system("tiny", system_dir)
+    tuned = report_cell(s, "whole-lattice-rescoring", "test-clean", {"test-clean": "dev-clean"})
+    # dev prefers scale 0.9, so test reports 13.0 at 0.9, not its own best 9.0
+    assert (tuned.wer, tuned.setting, tuned.tuned_on) == (13.0, "lm_scale_0.9", "dev-clean")
+    oracle = report_cell(s, "whole-lattice-rescoring", "test-clean", {})
+    assert (oracle.wer, oracle.setting, oracle.tuned_on) == (9.0, "lm_scale_0.5", "self")
+    plain = report_cell(s, "greedy", "test-clean", {"test-clean": "dev-clean"})
+    assert (plain.wer, plain.setting) == (22.0, None)
+    assert report_cell(s, "nbest-rescoring", "test-clean", {}) is None
+
+
+def test_checks_parse_and_evaluate(system_dir):
+    s = collect_system("ls", system_dir)
+    checks = [
+        Check.parse("greedy: ls:greedy:test-clean <= 25"),
+        Check.parse("lm: ls:1best:test-clean <= 0.7 * ls:greedy:test-clean"),
+        Check.parse("strict: ls:1best:test-clean <= 0.5 * ls:greedy:test-clean"),
+        Check.parse("missing: ls:greedy:test_eval92 <= 10"),
+    ]
+    text, evaluated = render_markdown("t", [s], checks=checks)
+    assert [ok for _, ok, _ in evaluated] == [True, True, False, None]
+    assert "36.4% relative (target >= 30%)" in text
+    assert "| missing | ls:greedy:test_eval92 was not scored | MISSING |" in text
+    for bad in ["no label here", "x: ls:greedy <= 3", "x: ls:a:b >= 3"]:
+        with pytest.raises(ValueError, match="check"):
+            Check.parse(bad)
+
+
+def test_render_published_and_columns(system_dir):
+    s = collect_system("15x5", system_dir)
+    text, _ = render_markdown("LS", [s], sets=["dev-clean", "test-clean"], tune={"test-clean": "dev-clean"},
+                              published="librispeech")
+    assert "| 15x5 | greedy | 20.00 | 22.00 |" in text
+    assert "| 15x5 | whole-lattice-rescoring | 10.00 (s=0.9*) | 13.00 (s=0.9) |" in text
+    assert "NGC model card" in text and "4.19" in text
+    # rows without a number in the shown columns are left out (dev-other only)
+    assert "15.69" not in text
+    with pytest.raises(ValueError, match="unknown published"):
+        render_markdown("x", [s], published="timit")
+    assert set(PUBLISHED) == {"librispeech", "wsj"}
+
+
+def test_cli_writes_results(tmp_path, system_dir):
+    out = tmp_path / "RESULTS.md"
+    cmd = [sys.executable, "-m", "qnet.bin.make_results", "--out", str(out), "--published", "librispeech",
+           "--tune", "test-clean=dev-clean", "--check", "g: ls:greedy:test-clean <= 10", "--print", "true",
+           f"ls={system_dir}"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == r.stdout
+    assert "| g | 22.00 (target <= 10) | FAIL |" in r.stdout
+    r = subprocess.run(cmd + ["--strict", "true"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1
+    r = subprocess.run(cmd[:-1] + ["no-equals-sign"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "is not NAME=VALUE" in r.stderr

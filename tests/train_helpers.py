@@ -1,0 +1,85 @@
+"""A tiny espeak-ng corpus for the training tests: a dozen words, two voices, 16 kHz, nemo-mel
+features in a LilcomChunkyWriter archive, lhotse cut manifests and a character lang dir."""
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+WORDS = ["yes", "no", "up", "down", "left", "right", "stop", "go", "red", "green", "blue", "seven"]
+VOICES = ["en-us", "en-gb"]
+
+
+def have_tts() -> bool:
+    """espeak-ng and sox are both installed."""
+    return shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
+
+
+def synthesize(text: str, voice: str, speed: int, wav: Path) -> None:
+    """espeak-ng -> 16 kHz mono 16-bit wav."""
+    raw = wav.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True, capture_output=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav)], check=True, capture_output=True)
+    raw.unlink()
+
+
+def make_sentences(n: int, seed: int, max_words: int = 3) -> List[str]:
+    """n random 1..max_words-word sentences over WORDS."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, max_words))) for _ in range(n)]
+
+
+def make_corpus(out_dir: Path, num_train: int = 24, num_valid: int = 6, seed: int = 0, max_words: int = 3) -> Dict[str, Path]:
+    """Write wavs, features, cuts (train/valid jsonl.gz) and lang_char/tokens.txt under out_dir."""
+    from lhotse import CutSet, LilcomChunkyWriter, Recording, SupervisionSegment
+
+    from qnet.features import NemoMelExtractor
+    from qnet.tokens import TokenTable
+
+    out_dir = Path(out_dir)
+    (out_dir / "wav").mkdir(parents=True, exist_ok=True)
+    lang = out_dir / "lang_char"
+    lang.mkdir(exist_ok=True)
+    TokenTable.chars().to_file(lang / "tokens.txt")
+    rng = random.Random(seed)
+    paths = {"lang_dir": lang}
+    extractor = NemoMelExtractor()
+    for part, n, pseed in (("train", num_train, seed), ("valid", num_valid, seed + 1000)):
+        cuts = []
+        for i, text in enumerate(make_sentences(n, pseed, max_words)):
+            voice = VOICES[i % len(VOICES)]
+            speed = rng.choice([150, 170, 190])
+            utt = f"{part}-{i:04d}"
+            wav = out_dir / "wav" / f"{utt}.wav"
+            synthesize(text.upper() if i % 3 == 0 else text, voice, speed, wav)
+            rec = Recording.from_file(wav, recording_id=utt)
+            sup = SupervisionSegment(id=utt, recording_id=utt, start=0.0, duration=rec.duration,
+                                     text=text.upper() if i % 3 == 0 else text, speaker=voice)
+            cuts.append(rec.to_cut().__class__(id=utt, start=0.0, duration=rec.duration, channel=0,
+                                               recording=rec, supervisions=[sup]))
+        cutset = CutSet.from_cuts(cuts).compute_and_store_features(
+            extractor=extractor, storage_path=out_dir / f"feats_{part}", storage_type=LilcomChunkyWriter, num_jobs=1
+        )
+        paths[f"{part}_cuts"] = out_dir / f"cuts_{part}.jsonl.gz"
+        cutset.to_file(paths[f"{part}_cuts"])
+    return paths
+
+
+def train_args(corpus: Dict[str, Path], exp_dir: Path, *extra: str) -> List[str]:
+    """Command-line arguments for a small, fast CPU run on the tiny corpus."""
+    return [
+        "--lang-dir", str(corpus["lang_dir"]),
+        "--train-cuts", str(corpus["train_cuts"]),
+        "--valid-cuts", str(corpus["valid_cuts"]),
+        "--exp-dir", str(exp_dir),
+        "--model", "tiny",
+        "--device", "cpu",
+        "--num-workers", "0",
+        "--max-duration", "6",
+        "--num-buckets", "2",
+        "--warmup-steps", "2",
+        "--log-interval", "1",
+        "--tensorboard", "false",
+        *extra,
+    ]
