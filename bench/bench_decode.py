@@ -158,7 +158,7 @@ def main(argv=None) -> None:
 
     setup_logger(level=logging.WARNING)
     torch.set_num_threads(1)
-    work = Path(args.work_dir)
+    work = Path(args.work_dir) / f"lm{args.num_lm_sentences}"  # LMs and graphs are cached here
     work.mkdir(parents=True, exist_ok=True)
     splits, lm_sentences = generate_splits("narrative", 1234, {"test": args.num_utts}, args.num_lm_sentences)
     lm_sentences = [normalize_text(s)[0] for s in lm_sentences]

@@ -40,8 +40,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(REPO, "bench")
 DEFAULT_NEMO_VENV = os.environ.get("NEMO_VENV", "/work/nemo-venv")
 ALL_TASKS = ("infer_b1", "infer_b8", "train_b8")
-ALL_IMPLS = ("qnet", "qnet-fold", "qnet-script", "qnet-onnx", "qnet-t2", "qnet-fold-t2", "nemo")
-T2_IMPLS = ("qnet-t2", "qnet-fold-t2", "nemo")
+ALL_IMPLS = ("qnet", "qnet-cl", "qnet-fold", "qnet-script", "qnet-onnx", "qnet-t2", "qnet-cl-t2", "qnet-fold-t2",
+             "nemo")
+T2_IMPLS = ("qnet-t2", "qnet-cl-t2", "qnet-fold-t2", "nemo")
 INFER_ONLY = ("qnet-fold", "qnet-script", "qnet-onnx", "qnet-fold-t2")
 NUM_TOKENS = 29
 TARGET_LEN = 150  # characters in ~10 s of read speech
@@ -177,6 +178,77 @@ def run_worker(impl: str, make_runner: Callable[[str], Tuple[object, int]], args
 
 
 # ----------------------------------------------------------------------------------------------
+# prototype of the change proposed for qnet/model/quartznet.py ("qnet-cl")
+
+
+def _batch_norm_channels_last(bn, x):
+    """BatchNorm1d `bn` on x (B, C, T) stored as (B, T, C), via the 4-D channels-last kernel."""
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+    y = torch.nn.functional.batch_norm(x.unsqueeze(2), bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                       bn.training or not bn.track_running_stats, bn.momentum, bn.eps)
+    return y.squeeze(2)
+
+
+def _conv_channels_last(x, weight, stride, padding, dilation, groups):
+    """Conv1d of x (B, C, T) stored as (B, T, C): 1x1 -> matmul, else channels-last conv2d (oneDNN)."""
+    F = torch.nn.functional
+    if weight.size(2) == 1 and stride == 1 and padding == 0 and groups == 1:
+        return F.linear(x.transpose(1, 2), weight.squeeze(2)).transpose(1, 2)
+    y = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), None, (1, stride), (0, padding), (1, dilation), groups)
+    return y.squeeze(2)
+
+
+def patch_channels_last(model):
+    """Make a qnet QuartzNet compute in (B, T, C) memory (logical shapes stay (B, C, T)); trainable.
+
+    Same parameters, state_dict, masking and BatchNorm semantics; only the kernels change: depthwise
+    convs run as channels-last conv2d (oneDNN's depthwise path), 1x1 convs as matmuls over (B*T, C),
+    BatchNorm on a 4-D channels-last view. The encoder input `feats.transpose(1, 2)` already has
+    this memory layout, so no copy is needed anywhere. This is a prototype of the change proposed
+    for qnet/model/quartznet.py (ConvBN/ResidualProjection/CTCDecoder forwards); bench only.
+    """
+    import types
+
+    from qnet.model.quartznet import ConvBN, CTCDecoder, ResidualProjection, conv_output_lengths, mask_time
+
+    def convbn_forward(self, x, lens):
+        if self.depthwise is not None:
+            if self.kernel > 1 or self.training:
+                x = mask_time(x, lens)
+            dw = self.depthwise
+            x = _conv_channels_last(x, dw.weight, self.stride, self.padding, self.dilation, dw.groups)
+            lens = conv_output_lengths(lens, self.kernel, self.stride, self.dilation, self.padding)
+            if self.training:
+                x = mask_time(x, lens)
+            x = _conv_channels_last(x, self.conv.weight, 1, 0, 1, 1)
+        else:
+            if self.conv_mixes_frames or self.training:
+                x = mask_time(x, lens)
+            lens = conv_output_lengths(lens, self.kernel, self.stride, self.dilation, self.padding)
+            x = _conv_channels_last(x, self.conv.weight, self.stride, self.padding, self.dilation, 1)
+        return _batch_norm_channels_last(self.norm, x), lens
+
+    def residual_forward(self, x, lens):
+        if self.training:
+            x = mask_time(x, lens)
+        return _batch_norm_channels_last(self.norm, _conv_channels_last(x, self.conv.weight, 1, 0, 1, 1))
+
+    def decoder_forward(self, x):
+        logits = torch.nn.functional.linear(x.transpose(1, 2), self.conv.weight.squeeze(2), self.conv.bias)
+        return torch.log_softmax(logits, dim=-1)
+
+    for module in model.modules():
+        if isinstance(module, ConvBN):
+            module.forward = types.MethodType(convbn_forward, module)
+        elif isinstance(module, ResidualProjection):
+            module.forward = types.MethodType(residual_forward, module)
+        elif isinstance(module, CTCDecoder):
+            module.forward = types.MethodType(decoder_forward, module)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
 # qnet workers
 
 
@@ -226,6 +298,8 @@ def qnet_worker(impl: str, args) -> dict:
         params = sum(p.numel() for p in model.parameters())
         if base == "qnet":
             return QnetRunner(model), params
+        if base == "qnet-cl":
+            return QnetRunner(patch_channels_last(model)), params
         from qnet import export
 
         folded = export.fold_batchnorm(model)

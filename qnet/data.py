@@ -235,7 +235,10 @@ def make_cut_transforms(perturb_speed: bool, on_the_fly_feats: bool) -> List[Cal
 
 
 class _SkipFirst:
-    """Iterable over a sampler's batches that skips the first `skip` (without loading them) once."""
+    """Iterable over a sampler's batches that skips the first `skip` (without loading them).
+
+    Every `iter()` skips again: torch's multi-worker DataLoader calls iter() twice on start-up.
+    """
 
     def __init__(self, sampler, skip: int):
         self.sampler = sampler
@@ -246,7 +249,6 @@ class _SkipFirst:
         for _ in range(self.skip):
             if next(it, None) is None:
                 break
-        self.skip = 0
         return it
 
 

@@ -26,6 +26,7 @@ import copy
 import json
 import logging
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -314,7 +315,9 @@ def export_onnx(module: nn.Module, path: PathLike, opset: int = DEFAULT_OPSET) -
     }
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with torch.no_grad():
+        # torch 1.13 warns about shape inference of constants on every export; the graph is checked below
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The shape inference of prim::Constant")
             torch.onnx.export(
                 module.eval(), (feats, lens), str(tmp), input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
                 dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,

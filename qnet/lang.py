@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from qnet.tokens import BLANK, SPACE, UNK, TokenTable, normalize_text
+from qnet.tokens import SPACE, UNK, TokenTable, normalize_text
 from qnet.utils import PathLike, atomic_torch_save, atomic_write_text, import_k2
 
 Lexicon = List[Tuple[str, List[str]]]

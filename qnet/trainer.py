@@ -448,6 +448,10 @@ class Trainer:
         if a.max_steps > 0:
             self.steps_per_epoch = None
             max_steps = a.max_steps
+        elif self.resume_path is not None:
+            # The schedule's length and the epoch size come back with the checkpoint (_maybe_resume).
+            self.steps_per_epoch = None
+            max_steps = 1
         else:
             t0 = time.time()
             self.steps_per_epoch = self.train_loader.count_batches()
@@ -492,6 +496,17 @@ class Trainer:
         self.counters.update(ckpt.get("counters", {}))
         if ckpt.get("steps_per_epoch"):
             self.steps_per_epoch = ckpt["steps_per_epoch"]
+            wanted = self.steps_per_epoch * self.args.num_epochs
+            if self.args.max_steps == 0 and wanted != self.scheduler.max_steps:
+                logging.warning("--num-epochs %d would mean a %d-step schedule; continuing the checkpoint's %d-step one",
+                                self.args.num_epochs, wanted, self.scheduler.max_steps)
+        saved_world = ckpt.get("sampler", {}).get("world_size", self.dist.world_size)
+        if saved_world != self.dist.world_size:
+            logging.warning(
+                "checkpoint was written with world size %d, now %d: batches are sharded differently, so the "
+                "rest of epoch %d is this run's order after skipping %d batches (not the exact remainder)",
+                saved_world, self.dist.world_size, self.epoch, self.batches_done,
+            )
         rng = ckpt["rng"]
         if len(rng) == self.dist.world_size:
             set_rng_state(rng[self.dist.rank])

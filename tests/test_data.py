@@ -101,9 +101,11 @@ def test_batches_and_resumable_epochs(corpus):
     assert b["feat_lens"].tolist() == sorted(b["feat_lens"].tolist(), reverse=True)
     assert len(b["tokens"]) == len(b["texts"]) == len(b["cut_ids"]) == len(b["durations"]) == b["feats"].shape[0]
     assert all(t == t.lower() for t in b["texts"]) and tok.decode(b["tokens"][0]) == b["texts"][0]
-    # the same epoch again, resumed after 2 batches: exactly the remaining batches
+    # the same epoch again, resumed after 2 batches: exactly the remaining batches (also with workers)
     again = list(loader.epoch(2, skip=2))
     assert [x["cut_ids"] for x in again] == [x["cut_ids"] for x in batches[2:]]
+    with_workers = make_loader(cuts, tok, max_duration=3.0, train=True, num_buckets=2, seed=3, num_workers=2)
+    assert [x["cut_ids"] for x in with_workers.epoch(2, skip=2)] == [x["cut_ids"] for x in batches[2:]]
     # another epoch is another order; all cuts appear once per epoch
     other = list(loader.epoch(3))
     ids2 = sorted(i for x in batches for i in x["cut_ids"])

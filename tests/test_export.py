@@ -209,6 +209,7 @@ def test_cli(tmp_path):
     assert main(["--model", str(tmp_path / "missing.pt"), "--out-dir", str(out)]) == 1
 
 
+@pytest.mark.slow
 def test_export_imported_nemo_fixture(tmp_path):
     """NeMo's 5x5 (calibrated BN statistics) exported with folding matches the eager model on the
     fixture's padded feature batch (lengths 1000, 700, 333)."""

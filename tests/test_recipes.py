@@ -108,14 +108,15 @@ def test_librispeech_failed_stage_leaves_no_done(tmp_path):
     assert "does not exist" in r.stderr
     assert done_markers(tmp_path) == []
 
-    # A corpus that lacks the test part: stage 0 refuses it, and stage 1 (run alone) fails without markers.
+    # A corpus that lacks the test part: stage 0 refuses it; stage 1 (run alone) prepares the parts it
+    # finds, marks only those, and fails for the missing one.
     corpus = make_librispeech(tmp_path / "corpus", parts=("train-clean-100", "dev-clean"))
-    r = run_recipe("librispeech", "--stage", "0", "--stop-stage", "0", "--corpus-dir", str(corpus),
-                   "--dl-dir", str(tmp_path / "download2"), *base[2:])
+    r = run_recipe("librispeech", "--stage", "0", "--stop-stage", "0", "--corpus-dir", str(corpus), *base)
     assert r.returncode != 0 and "test-clean" in r.stderr
     r = run_recipe("librispeech", "--stage", "1", "--stop-stage", "1", *base)
-    assert r.returncode != 0
-    assert done_markers(tmp_path / "data") == []
+    assert r.returncode != 0 and "test-clean" in r.stderr
+    names = [p.name for p in done_markers(tmp_path / "data")]
+    assert names == [".librispeech_dev-clean.done", ".librispeech_train-clean-100.done"]
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ Greedy needs no k2 (and no lang dir for character models).
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import List, Tuple
 
 import torch
