@@ -210,7 +210,13 @@ def patch_channels_last(model):
     """
     import types
 
-    from qnet.model.quartznet import ConvBN, CTCDecoder, ResidualProjection, conv_output_lengths, mask_time
+    from qnet.model.quartznet import ConvBN, CTCDecoder, ResidualProjection, conv_output_lengths, lengths_to_mask
+
+    def mask_time(x, lens):
+        # torch.where keeps the (B, T, C) memory layout; masked_fill with a broadcast mask returns a
+        # (B, C, T)-contiguous tensor, which sends every following conv down the slow NCW path
+        mask = lengths_to_mask(lens, x.size(2)).unsqueeze(1)
+        return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
     def convbn_forward(self, x, lens):
         if self.depthwise is not None:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from qnet.tokens import SPACE, UNK, TokenTable, normalize_text
+from qnet.tokens import SPACE, UNK, TokenTable, normalize_text, read_symbol_file, write_symbol_file
 from qnet.utils import PathLike, atomic_torch_save, atomic_write_text, import_k2
 
 Lexicon = List[Tuple[str, List[str]]]
@@ -43,23 +43,11 @@ class SymbolTable:
     @classmethod
     def from_file(cls, path: PathLike) -> "SymbolTable":
         """Read a `SYMBOL ID` file whose ids are 0..N-1 (any order)."""
-        path = Path(path)
-        pairs = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise ValueError(f"{path}:{lineno}: expected 'SYMBOL ID', got {line!r}")
-            pairs.append((int(parts[1]), parts[0]))
-        pairs.sort()
-        if [i for i, _ in pairs] != list(range(len(pairs))):
-            raise ValueError(f"{path}: ids must be 0..N-1 without gaps")
-        return cls([s for _, s in pairs])
+        return cls(read_symbol_file(path))
 
     def to_file(self, path: PathLike) -> None:
         """Write `SYMBOL ID` lines atomically."""
-        atomic_write_text(path, "".join(f"{s} {i}\n" for i, s in enumerate(self.symbols)))
+        write_symbol_file(path, self.symbols)
 
     def __len__(self) -> int:
         return len(self.symbols)

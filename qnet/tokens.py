@@ -10,7 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, Path]
 
@@ -21,6 +21,30 @@ SOS_EOS = "<sos/eos>"
 LETTERS = "abcdefghijklmnopqrstuvwxyz'"
 CHAR_SYMBOLS = [BLANK, SPACE] + list(LETTERS)
 _DISAMBIG = re.compile(r"^#\d+$")
+
+
+def read_symbol_file(path: PathLike) -> List[str]:
+    """Symbols of a `SYMBOL ID` file (tokens.txt, words.txt) in id order; ids must be 0..N-1."""
+    path = Path(path)
+    pairs = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise ValueError(f"{path}:{lineno}: expected 'SYMBOL ID', got {line!r}")
+        pairs.append((int(parts[1]), parts[0]))
+    pairs.sort()
+    if [i for i, _ in pairs] != list(range(len(pairs))):
+        raise ValueError(f"{path}: ids must be 0..N-1 without gaps")
+    return [s for _, s in pairs]
+
+
+def write_symbol_file(path: PathLike, symbols: Sequence[str]) -> None:
+    """Write `SYMBOL ID` lines (id = position) atomically."""
+    from qnet.utils import atomic_write_text
+
+    atomic_write_text(path, "".join(f"{s} {i}\n" for i, s in enumerate(symbols)))
 
 
 class TokenTable:
@@ -42,29 +66,16 @@ class TokenTable:
 
     @classmethod
     def from_file(cls, path: PathLike) -> "TokenTable":
-        """Read `SYMBOL ID` lines; disambiguation symbols (#0, #1, ...) are skipped."""
-        path = Path(path)
-        pairs = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise ValueError(f"{path}:{lineno}: expected 'SYMBOL ID', got {line!r}")
-            if _DISAMBIG.match(parts[0]):
-                continue
-            pairs.append((int(parts[1]), parts[0]))
-        pairs.sort()
-        ids = [i for i, _ in pairs]
-        if ids != list(range(len(ids))):
-            raise ValueError(f"{path}: token ids must be 0..N-1 without gaps (disambiguation symbols last)")
-        return cls(s for _, s in pairs)
+        """Read `SYMBOL ID` lines; disambiguation symbols (#0, #1, ...), which must come last, are skipped."""
+        symbols = read_symbol_file(path)
+        model_symbols = [s for s in symbols if not _DISAMBIG.match(s)]
+        if symbols[: len(model_symbols)] != model_symbols:
+            raise ValueError(f"{path}: disambiguation symbols (#0, #1, ...) must come after the model's tokens")
+        return cls(model_symbols)
 
     def to_file(self, path: PathLike) -> None:
         """Write `SYMBOL ID` lines atomically."""
-        from qnet.utils import atomic_write_text
-
-        atomic_write_text(path, "".join(f"{s} {i}\n" for i, s in enumerate(self.symbols)))
+        write_symbol_file(path, self.symbols)
 
     def __len__(self) -> int:
         return len(self.symbols)
