@@ -3,18 +3,19 @@
     python bench/bench_model_speed.py                      # everything below, prints a table
     python bench/bench_model_speed.py --configs 15x5 --repeats 5 --impls qnet,nemo
 
-Each implementation runs in its own subprocess ("worker") so that thread settings and torch versions
-do not mix:
+Each implementation runs in its own subprocess ("worker") so that thread settings, environment and torch
+versions do not mix:
 
-| impl           | python                       | what is timed                                              |
-|----------------|------------------------------|------------------------------------------------------------|
-| qnet           | this venv (torch 1.13)       | `qnet.model.build_model(cfg)`, eager                       |
-| qnet-fold      | this venv                    | eval copy with BatchNorm folded into the convs (qnet.export)|
-| qnet-script    | this venv                    | folded + TorchScript (what `qnet.bin.export` writes)       |
-| qnet-onnx      | this venv, onnxruntime       | folded ONNX export run by onnxruntime (inference only)     |
-| qnet-t2        | NeMo venv (torch 2.x)        | qnet's model code, eager, under NeMo's torch               |
-| qnet-fold-t2   | NeMo venv                    | folded eval copy under NeMo's torch                        |
-| nemo           | NeMo venv (bench/nemo_quartznet.py) | NeMo's EncDecCTCModel from quartznet_15x5.yaml's layout |
+| impl           | python                  | what is timed                                                    |
+|----------------|-------------------------|------------------------------------------------------------------|
+| nemo           | NeMo venv (torch 2.x)   | NeMo's EncDecCTCModel from quartznet_15x5.yaml's layout (bench/nemo_quartznet.py) |
+| qnet           | this venv (torch 1.13)  | `qnet.model.build_model(cfg)`, eager, environment as given         |
+| qnet-cl        | this venv               | qnet's model with `patch_channels_last` (the change proposed for qnet/model/quartznet.py) |
+| qnet-fold      | this venv               | `qnet.export.InferenceQuartzNet` (BN folded, (B, T, C) layout), eager, inference only |
+| qnet-script    | this venv               | the same, TorchScript (what `python -m qnet.bin.export` writes), inference only |
+| qnet-onnx      | this venv, onnxruntime  | the folded ONNX export (`--formats onnx`) in onnxruntime, inference only |
+| <impl>-t2      | NeMo venv (torch 2.x)   | the same qnet code under NeMo's torch (qnet-t2, qnet-cl-t2, qnet-fold-t2, qnet-script-t2) |
+| <impl>+mkl     | as <impl>               | with MKL_DEBUG_CPU_TYPE=5: torch 1.13's MKL 2020.0 takes a slow non-AVX2 sgemm path on AMD CPUs; this variable selects its AVX2 kernels (~2.5x faster matmul here) |
 
 Tasks per configuration (random weights, random features, fp32, `--threads` intra-op threads):
 `infer_b1` one 10 s clip (1000 frames) in eval mode under inference_mode; `infer_b8` 8 such clips in one
@@ -40,10 +41,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(REPO, "bench")
 DEFAULT_NEMO_VENV = os.environ.get("NEMO_VENV", "/work/nemo-venv")
 ALL_TASKS = ("infer_b1", "infer_b8", "train_b8")
-ALL_IMPLS = ("qnet", "qnet-cl", "qnet-fold", "qnet-script", "qnet-onnx", "qnet-t2", "qnet-cl-t2", "qnet-fold-t2",
-             "nemo")
-T2_IMPLS = ("qnet-t2", "qnet-cl-t2", "qnet-fold-t2", "nemo")
-INFER_ONLY = ("qnet-fold", "qnet-script", "qnet-onnx", "qnet-fold-t2")
+BASE_IMPLS = ("qnet", "qnet-cl", "qnet-fold", "qnet-script", "qnet-onnx")
+ALL_IMPLS = (("nemo",) + BASE_IMPLS + tuple(i + "+mkl" for i in BASE_IMPLS)
+             + tuple(i + "-t2" for i in BASE_IMPLS if i != "qnet-onnx"))
+DEFAULT_IMPLS = ("nemo", "qnet", "qnet+mkl", "qnet-cl+mkl", "qnet-script+mkl", "qnet-onnx", "qnet-t2", "qnet-cl-t2",
+                 "qnet-fold-t2")
 NUM_TOKENS = 29
 TARGET_LEN = 150  # characters in ~10 s of read speech
 
@@ -86,22 +88,24 @@ def forward_flops(name: str, frames: int = 1000, feat_in: int = 64, num_tokens: 
 # timing (shared with bench/nemo_quartznet.py, which imports this module inside the NeMo venv)
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int) -> Tuple[float, List[float]]:
-    """Median and all wall-clock seconds of `repeats` calls of `fn` after `warmup` untimed calls."""
+def median_time(fn: Callable[[], object], repeats: int, warmup: int) -> Tuple[float, List[float], List[float]]:
+    """Median wall seconds of `repeats` calls of `fn` after `warmup` untimed calls, all wall times, and
+    the process CPU seconds of each call (all threads; robust to other processes taking the cores)."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), times, cpu
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     """Achieved GFLOP/s of an n x n fp32 matmul with the current thread setting (the 'peak')."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    med, _ = median_time(lambda: torch.mm(a, b), repeats, warmup=1)
+    med, _, _ = median_time(lambda: torch.mm(a, b), repeats, warmup=1)
     return 2.0 * n ** 3 / med / 1e9
 
 
@@ -157,8 +161,8 @@ def time_tasks(runner, tasks, args) -> Dict[str, dict]:
                 )
                 loss.backward()
 
-        med, times = median_time(step, args.repeats, args.warmup)
-        out[task] = {"median": med, "times": times}
+        med, times, cpu = median_time(step, args.repeats, args.warmup)
+        out[task] = {"median": med, "times": times, "cpu": cpu}
     return out
 
 
@@ -190,11 +194,65 @@ def _batch_norm_channels_last(bn, x):
     return y.squeeze(2)
 
 
+def depthwise_weight_grad(x, grad_out, kernel: int, stride: int, padding: int, dilation: int):
+    """d loss / d weight (C, 1, K) of a depthwise conv1d, for x (B, C, T) and grad_out (B, C, T').
+
+    dW[c, k] = sum_{b, t} grad_out[b, c, t] * x_pad[b, c, t * stride + k * dilation]: a correlation of
+    x with grad_out, computed as ONE depthwise conv with B*C channels whose kernels are grad_out
+    (length T', dilated by `stride`, stepped by `dilation`), then summed over the batch. oneDNN runs
+    that on its fast depthwise path, ~10x faster than its own backward-weights kernel for these shapes.
+    """
+    F = torch.nn.functional
+    batch, channels, _ = x.shape
+    out_frames = grad_out.size(2)
+    x_pad = F.pad(x.transpose(1, 2), (0, 0, padding, padding))  # (B, T + 2p, C)
+    frames = x_pad.size(1)
+    # (1, B*C, 1, T + 2p) in channels-last memory: one "image" whose channels are the (b, c) pairs
+    inp = x_pad.transpose(0, 1).reshape(1, frames, batch * channels).transpose(1, 2).unsqueeze(2)
+    kernels = grad_out.reshape(batch * channels, 1, 1, out_frames)
+    corr = F.conv2d(inp, kernels, None, (1, dilation), 0, (1, stride), batch * channels)
+    return corr[..., :kernel].reshape(batch, channels, kernel).sum(0).unsqueeze(1)
+
+
+class DepthwiseConvChannelsLast(torch.autograd.Function):
+    """Depthwise conv1d of x (B, C, T) held in (B, T, C) memory, as a channels-last conv2d (oneDNN).
+
+    Backward: grad_input with oneDNN's channels-last depthwise backward-data (fast), grad_weight with
+    `depthwise_weight_grad` (oneDNN's channels-last backward-weights is ~10x slower than forward).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, stride: int, padding: int, dilation: int):
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, dilation)
+        y = torch.nn.functional.conv2d(x.unsqueeze(2), weight.unsqueeze(2), None, (1, stride), (0, padding),
+                                       (1, dilation), weight.size(0))
+        return y.squeeze(2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation = ctx.conf
+        if not grad_out.transpose(1, 2).is_contiguous():  # keep the channels-last fast paths
+            grad_out = grad_out.transpose(1, 2).contiguous().transpose(1, 2)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out.unsqueeze(2), x.unsqueeze(2), weight.unsqueeze(2), None, [1, stride], [0, padding],
+                [1, dilation], False, [0, 0], weight.size(0), [True, False, False])[0].squeeze(2)
+        if ctx.needs_input_grad[1]:
+            grad_w = depthwise_weight_grad(x, grad_out, weight.size(2), stride, padding, dilation)
+        return grad_x, grad_w, None, None, None
+
+
 def _conv_channels_last(x, weight, stride, padding, dilation, groups):
-    """Conv1d of x (B, C, T) stored as (B, T, C): 1x1 -> matmul, else channels-last conv2d (oneDNN)."""
+    """Conv1d of x (B, C, T) stored as (B, T, C): 1x1 -> matmul, depthwise -> DepthwiseConvChannelsLast,
+    other -> channels-last conv2d."""
     F = torch.nn.functional
     if weight.size(2) == 1 and stride == 1 and padding == 0 and groups == 1:
         return F.linear(x.transpose(1, 2), weight.squeeze(2)).transpose(1, 2)
+    if groups == weight.size(0) and weight.size(1) == 1:
+        return DepthwiseConvChannelsLast.apply(x, weight, stride, padding, dilation)
     y = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), None, (1, stride), (0, padding), (1, dilation), groups)
     return y.squeeze(2)
 
@@ -293,11 +351,14 @@ class OnnxRunner:
 
 
 def qnet_worker(impl: str, args) -> dict:
-    """Time qnet's model in the current interpreter as `impl` (qnet, qnet-fold, qnet-script, qnet-onnx)."""
+    """Time qnet's model in the current interpreter as `impl` (see the module docstring)."""
     sys.path.insert(0, REPO)
     from qnet.model import build_model
 
-    base = impl[:-3] if impl.endswith("-t2") else impl
+    base = impl.split("+")[0]
+    base = base[:-3] if base.endswith("-t2") else base
+    if base in ("qnet-fold", "qnet-script", "qnet-onnx"):
+        args.tasks = ",".join(t for t in args.tasks.split(",") if t != "train_b8")
 
     def make_runner(name):
         model = build_model(name, NUM_TOKENS)
@@ -308,22 +369,19 @@ def qnet_worker(impl: str, args) -> dict:
             return QnetRunner(patch_channels_last(model)), params
         from qnet import export
 
-        folded = export.fold_batchnorm(model)
         if base == "qnet-fold":
-            return QnetRunner(folded, trainable=False), params
+            return QnetRunner(export.InferenceQuartzNet(model), trainable=False), params
         if base == "qnet-script":
-            return QnetRunner(export.to_torchscript(folded), trainable=False), params
+            scripted = export.to_torchscript(export.deploy_module(model, fold_bn=True), "script")
+            return QnetRunner(scripted, trainable=False), params
         if base == "qnet-onnx":
             import tempfile
 
-            tmp = tempfile.mkdtemp(prefix="qnet_bench_onnx.")
-            path = os.path.join(tmp, "model.onnx")
-            export.export_onnx(folded, path)
+            path = os.path.join(tempfile.mkdtemp(prefix="qnet_bench_onnx."), "model.onnx")
+            export.export_onnx(export.deploy_module(model, fold_bn=True, channels_last=False), path)
             return OnnxRunner(path, args.threads), params
         raise ValueError(f"unknown qnet implementation {impl!r}")
 
-    if impl.startswith("qnet-fold") or impl in ("qnet-script", "qnet-onnx"):
-        args.tasks = ",".join(t for t in args.tasks.split(",") if t != "train_b8")
     return run_worker(impl, make_runner, args)
 
 
@@ -336,14 +394,17 @@ def run_subprocess(impl: str, args) -> dict:
     common = ["--configs", args.configs, "--tasks", args.tasks, "--repeats", str(args.repeats),
               "--warmup", str(args.warmup), "--threads", str(args.threads), "--frames", str(args.frames)]
     nemo_python = os.path.join(args.nemo_venv, "bin", "python")
-    if impl in T2_IMPLS and not os.path.exists(nemo_python):
+    in_nemo_venv = impl == "nemo" or impl.endswith("-t2")
+    if in_nemo_venv and not os.path.exists(nemo_python):
         return {"impl": impl, "error": f"{nemo_python} not found (run bench/nemo_env.sh)"}
     if impl == "nemo":
         cmd = [nemo_python, os.path.join(BENCH_DIR, "nemo_quartznet.py")] + common
     else:
-        python = nemo_python if impl in T2_IMPLS else sys.executable
+        python = nemo_python if in_nemo_venv else sys.executable
         cmd = [python, os.path.abspath(__file__), "--worker", impl] + common
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS=str(args.threads))
+    if impl.endswith("+mkl"):
+        env["MKL_DEBUG_CPU_TYPE"] = "5"
     print(f"# running {impl}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     if proc.returncode != 0:
@@ -353,14 +414,36 @@ def run_subprocess(impl: str, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def merge_rounds(rounds: List[dict]) -> dict:
+    """One result per implementation from several rounds: timings pooled, matmul peak = best seen."""
+    ok = [r for r in rounds if "error" not in r]
+    if not ok:
+        return rounds[0]
+    merged = json.loads(json.dumps(ok[0]))
+    merged["rounds"] = len(ok)
+    for r in ok[1:]:
+        merged["matmul_gflops_before"] = max(merged["matmul_gflops_before"], r["matmul_gflops_before"])
+        merged["matmul_gflops_after"] = max(merged["matmul_gflops_after"], r["matmul_gflops_after"])
+        for name, cr in r["configs"].items():
+            for task, tr in cr["tasks"].items():
+                dst = merged["configs"][name]["tasks"][task]
+                dst["times"] += tr["times"]
+                dst["cpu"] += tr["cpu"]
+    for cr in merged["configs"].values():
+        for tr in cr["tasks"].values():
+            tr["median"] = statistics.median(tr["times"])
+    return merged
+
+
 def format_table(results: List[dict], frames: int) -> str:
-    """A markdown table: seconds (median), GFLOP/s, matmul peak and speed relative to NeMo."""
+    """A markdown table: wall seconds (median, min), CPU seconds, GFLOP/s vs the matmul peak, NeMo ratio."""
     nemo = next((r for r in results if r.get("impl") == "nemo" and "error" not in r), None)
-    lines = ["| impl | torch | config | task | median s | per 10 s clip | GFLOP/s | % of matmul | NeMo s / this s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| impl | torch | config | task | median s | min s | CPU s | s per 10 s clip | GFLOP/s | "
+             "% of matmul | NeMo median / this |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['impl']} | - | - | - | error: {r['error']} | | | | |")
+            lines.append(f"| {r['impl']} | - | - | - | error: {r['error']} | | | | | | |")
             continue
         peak = max(r["matmul_gflops_before"], r["matmul_gflops_after"])
         for name, cr in r["configs"].items():
@@ -375,13 +458,14 @@ def format_table(results: List[dict], frames: int) -> str:
                     if ref:
                         ratio = f"{ref['median'] / med:.2f}x"
                 per_clip = f"{med / batch:.3f}" if task.startswith("infer") else ""
-                lines.append(f"| {r['impl']} | {r['torch']} | {name} | {task} | {med:.3f} | {per_clip} | "
+                lines.append(f"| {r['impl']} | {r['torch'].split('+')[0]} | {name} | {task} | {med:.3f} | "
+                             f"{min(tr['times']):.3f} | {statistics.median(tr['cpu']):.3f} | {per_clip} | "
                              f"{gflops:.1f} | {100 * gflops / peak:.0f}% | {ratio} |")
-    peaks = ", ".join(f"{r['impl']} {r['matmul_gflops_before']:.0f}/{r['matmul_gflops_after']:.0f}"
+    peaks = ", ".join(f"{r['impl']} {max(r['matmul_gflops_before'], r['matmul_gflops_after']):.0f}"
                       for r in results if "error" not in r)
     flops = ", ".join(f"{n} {forward_flops(n, frames) / 1e9:.2f}" for n in ("5x5", "10x5", "15x5"))
-    return "\n".join(lines + ["", f"matmul 2048^2 fp32 GFLOP/s (before/after) per worker: {peaks}",
-                              f"analytic GFLOP per {frames}-frame forward: {flops} (train step = 3x forward)"])
+    return "\n".join(lines + ["", f"matmul 2048x2048 fp32 GFLOP/s (best of the run) per worker: {peaks}",
+                              f"analytic GFLOP per {frames}-frame forward: {flops} (training step = 3 x forward)"])
 
 
 def main():
@@ -389,8 +473,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_worker_options(parser)
-    parser.add_argument("--impls", default="qnet,qnet-fold,qnet-script,qnet-onnx,qnet-t2,qnet-fold-t2,nemo",
-                        help=f"comma-separated subset of {ALL_IMPLS}")
+    parser.add_argument("--impls", default=",".join(DEFAULT_IMPLS), help=f"comma-separated subset of {ALL_IMPLS}")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every implementation this many times, alternating, and pool the timings "
+                             "(spreads the noise of a shared machine over all of them)")
     parser.add_argument("--nemo-venv", default=DEFAULT_NEMO_VENV, help="venv made by bench/nemo_env.sh")
     parser.add_argument("--json", default="", help="also write all raw results to this file")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -404,10 +490,16 @@ def main():
     unknown = sorted(set(impls) - set(ALL_IMPLS))
     if unknown:
         parser.error(f"unknown --impls {unknown}; known: {ALL_IMPLS}")
-    results = [run_subprocess(impl, args) for impl in impls]
+    rounds: Dict[str, List[dict]] = {impl: [] for impl in impls}
+    for _ in range(args.rounds):
+        for impl in impls:
+            rounds[impl].append(run_subprocess(impl, args))
+    results = [merge_rounds(rounds[impl]) for impl in impls]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    print(f"# threads {args.threads}, {args.rounds} round(s) x {args.repeats} repeats after {args.warmup} warmup; "
+          f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(format_table(results, args.frames))
 
 

@@ -20,11 +20,9 @@ without loading them, so a restarted run sees exactly the batches it had not tra
 `--num-workers` prefetched before the kill.
 """
 
-import logging
-import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch

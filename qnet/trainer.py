@@ -27,6 +27,7 @@ import math
 import os
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,7 @@ def init_distributed(device_kind: str) -> DistInfo:
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     env.setdefault("MASTER_PORT", "29500")
     if device_kind == "cuda":
-        torch.cuda.set_device(info.local_rank)
+        torch.cuda.set_device(info.local_rank if torch.cuda.device_count() > 1 else 0)
     if not dist.is_initialized():
         dist.init_process_group(
             "nccl" if device_kind == "cuda" else "gloo",
@@ -254,6 +255,7 @@ def plot_curves(history: List[Dict[str, Any]], png_path: Path) -> None:
     ax.plot([h["step"] for h in train], [h["loss"] for h in train], lw=1, label="train")
     if valid:
         ax.plot([h["step"] for h in valid], [h["loss"] for h in valid], "o-", label="valid")
+    ax.set_yscale("log")
     ax.set_title("CTC loss (mean per utterance)")
     ax.set_xlabel("step")
     ax.legend()
@@ -297,8 +299,10 @@ class Trainer:
         if requested.startswith("cuda") and not torch.cuda.is_available():
             raise TrainingError(f"--device {args.device}: CUDA is not available here; use --device cpu")
         self.dist = init_distributed("cuda" if requested.startswith("cuda") else "cpu")
-        if requested == "cuda":
-            requested = f"cuda:{self.dist.local_rank}" if self.dist.is_distributed else "cuda"
+        if requested == "cuda" and self.dist.is_distributed:
+            # One GPU per task: cuda:LOCAL_RANK, or cuda:0 when the launcher bound one GPU to each task.
+            index = self.dist.local_rank if torch.cuda.device_count() > 1 else 0
+            requested = f"cuda:{index}"
         self.device = torch.device(requested)
         self.exp_dir = Path(args.exp_dir)
         self._setup_logging()
@@ -401,9 +405,13 @@ class Trainer:
         a = self.args
         self.resume_path = latest_checkpoint(self.exp_dir) if a.auto_resume and self.exp_dir.is_dir() else None
         overrides = {} if a.dropout is None else {"dropout": a.dropout}
+        self._resume_ckpt = None
         if self.resume_path is not None:
-            ckpt_config = load_checkpoint_dict(self.resume_path)["model_config"]
-            model = build_model(ckpt_config, len(self.tokens))
+            self._resume_ckpt = load_checkpoint_dict(self.resume_path, map_location="cpu")
+            ckpt_config = self._resume_ckpt["model_config"]
+            if a.model is not None and a.model != ckpt_config.get("name"):
+                logging.warning("--model %s ignored: resuming %s, a %s model", a.model, self.resume_path, ckpt_config.get("name"))
+            model = build_model(ckpt_config)  # the checkpoint's own token count; _maybe_resume checks the table
         elif a.model is not None:
             model = build_model(a.model, len(self.tokens), **overrides)
         elif a.init_from:
@@ -471,7 +479,6 @@ class Trainer:
 
     def _maybe_resume(self) -> None:
         from qnet.checkpoint import remove_stale_temporaries, set_rng_state
-        from qnet.model import load_checkpoint_dict
 
         if self.dist.is_main and self.exp_dir.is_dir():
             n = remove_stale_temporaries(self.exp_dir)
@@ -479,7 +486,7 @@ class Trainer:
                 logging.info("removed %d temporary file(s) of an interrupted save", n)
         if self.resume_path is None:
             return
-        ckpt = load_checkpoint_dict(self.resume_path, map_location="cpu")
+        ckpt, self._resume_ckpt = self._resume_ckpt, None
         if ckpt["tokens"] != list(self.tokens.symbols):
             raise TrainingError(
                 f"{self.resume_path}: its token table differs from {self.args.lang_dir}/tokens.txt; "
@@ -553,10 +560,10 @@ class Trainer:
 
     def _oom_message(self, batch: Dict[str, Any]) -> str:
         durs = batch["durations"]
-        pairs = ", ".join(f"{c} ({d:.1f} s)" for c, d in list(zip(batch["cut_ids"], durs))[:8])
+        pairs = ", ".join(f"{c} ({d:.1f} s)" for c, d in zip(batch["cut_ids"], durs))
         return (
             f"out of memory on a batch of {len(durs)} cuts, {sum(durs):.1f} s of audio, longest {max(durs):.1f} s: "
-            f"{pairs}{' ...' if len(durs) > 8 else ''}. Lower --max-duration (now {self.args.max_duration}) "
+            f"{pairs}. Lower --max-duration (now {self.args.max_duration}, e.g. {0.75 * self.args.max_duration:g}) "
             f"or --max-utt-duration (now {self.args.max_utt_duration})."
         )
 
@@ -574,7 +581,7 @@ class Trainer:
             desc=f"epoch {self.epoch}",
             disable=not self.dist.is_main,
             dynamic_ncols=True,
-            mininterval=2.0,
+            mininterval=2.0 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s
         )
         interval = {"loss": 0.0, "utts": 0.0, "audio": 0.0, "grad_norm": 0.0, "updates": 0}
         t_interval = time.time()

@@ -129,6 +129,23 @@ def test_on_the_fly_features_match_precomputed(corpus):
         make_loader(cuts, tok, 100.0, train=True, perturb_speed=True)
 
 
+def test_on_the_fly_speed_perturbation(corpus):
+    from qnet.data import load_cuts
+    from qnet.tokens import load_tokenizer
+
+    tok = load_tokenizer(corpus["lang_dir"])
+    cuts = load_cuts(corpus["train_cuts"])
+    original = {c.id: c.duration for c in cuts}
+    loader = make_loader(cuts, tok, 100.0, train=True, on_the_fly_feats=True, perturb_speed=True, num_buckets=2)
+    seen = [(i, d, int(n)) for b in loader.epoch(1) for i, d, n in zip(b["cut_ids"], b["durations"], b["feat_lens"])]
+    perturbed = [(i, d, n) for i, d, n in seen if "_sp" in i]
+    assert perturbed and len(seen) == len(original)
+    for cut_id, dur, frames in perturbed:
+        base, factor = cut_id.rsplit("_sp", 1)
+        assert dur == pytest.approx(original[base] / float(factor), abs=0.01)
+        assert abs(frames - dur * 100) <= 1
+
+
 def test_spec_cutout_shapes_limits_and_eval_mode():
     torch.manual_seed(0)
     x = torch.ones(8, 300, 64)

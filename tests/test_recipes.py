@@ -119,6 +119,19 @@ def test_librispeech_failed_stage_leaves_no_done(tmp_path):
     assert names == [".librispeech_dev-clean.done", ".librispeech_train-clean-100.done"]
 
 
+def test_wsj_bad_discs_fail_without_markers(tmp_path):
+    base = ["--stage", "0", "--stop-stage", "1", "--data-dir", str(tmp_path / "data"),
+            "--exp-dir", str(tmp_path / "exp")]
+    r = run_recipe("wsj", *base)
+    assert r.returncode != 0 and "give --wsj0 DIR" in r.stderr
+    (tmp_path / "empty0").mkdir()
+    (tmp_path / "empty1").mkdir()
+    r = run_recipe("wsj", *base, "--wsj0", str(tmp_path / "empty0"), "--wsj1", str(tmp_path / "empty1"))
+    assert r.returncode != 0
+    assert "Stage 1" not in r.stdout
+    assert done_markers(tmp_path) == []
+
+
 @pytest.mark.slow
 def test_mini_smoke_end_to_end(tmp_path):
     """egs/mini/run.sh --smoke true: every stage of the librispeech and wsj code paths, then a rerun."""
@@ -147,3 +160,86 @@ def test_mini_smoke_end_to_end(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert {p: p.stat().st_mtime_ns for p in watched} == before
     assert "already trained" in r.stdout and "skipping" in r.stdout
+
+
+def write_supervisions(path: Path, texts) -> None:
+    """A lhotse supervision manifest with one segment per text."""
+    from lhotse import SupervisionSegment, SupervisionSet
+
+    segs = [SupervisionSegment(id=f"u{i}", recording_id=f"r{i}", start=0.0, duration=1.0, text=t)
+            for i, t in enumerate(texts)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    SupervisionSet.from_segments(segs).to_file(path)
+
+
+def run_local(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a local/ script from a recipe folder, with the recipe environment."""
+    return subprocess.run(["bash", "-c", '. ./path.sh && "$@"', "_", script, *args], cwd=ROOT / "egs" / "librispeech",
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_lm_text_phase_vocabularies(tmp_path):
+    manifests = tmp_path / "manifests"
+    write_supervisions(manifests / "librispeech_supervisions_train-clean-100.jsonl.gz", ["HELLO WORLD", "GOOD DAY"])
+    write_supervisions(manifests / "extra_supervisions.jsonl.gz", ["EXTRA WORDS"])
+    text = tmp_path / "lm.txt"
+    text.write_text("b a c a\nb a\nd\n")
+    lm = tmp_path / "lm_lmplz"
+    common = ["--phase", "text", "--parts", "train-clean-100"]
+    r = run_local("local/librispeech_lm.sh", *common, "--source", "lmplz", "--text", str(text), "--vocab-size", "2",
+                  "--supervisions", str(manifests / "extra_supervisions.jsonl.gz"), str(manifests), str(lm))
+    assert r.returncode == 0, r.stderr
+    assert (lm / "train_text.txt").read_text() == "HELLO WORLD\nGOOD DAY\nEXTRA WORDS\n"
+    assert (lm / "vocab.txt").read_text() == "a\nb\n"  # the two most frequent words
+    assert (lm / "source").read_text().strip() == "lmplz"
+    r = run_local("local/librispeech_lm.sh", *common, "--source", "lmplz", "--text", str(text), str(manifests), str(lm))
+    assert r.returncode == 0 and "skipping" in r.stdout
+
+    arpa = tmp_path / "g.arpa"
+    arpa.write_text("\\data\\\nngram 1=4\n\n\\1-grams:\n-1.0\t<s>\t-0.5\n-1.0\t</s>\n-2.0\thello\t-0.3\n"
+                    "-2.0\tworld\n\n\\2-grams:\n-0.5\thello world\n\n\\end\\\n")
+    lm = tmp_path / "lm_arpa"
+    r = run_local("local/librispeech_lm.sh", *common, "--source", "arpa", "--arpa-hlg", str(arpa),
+                  str(manifests), str(lm))
+    assert r.returncode == 0, r.stderr
+    assert (lm / "vocab.txt").read_text() == "hello\nworld\n"
+
+    lm = tmp_path / "lm_bad"
+    r = run_local("local/librispeech_lm.sh", *common, "--source", "arpa", str(manifests), str(lm))
+    assert r.returncode != 0 and "needs --arpa-hlg" in r.stderr
+    r = run_local("local/librispeech_lm.sh", *common, "--source", "lmplz", "--text", str(tmp_path / "none.txt"),
+                  str(manifests), str(lm))
+    assert r.returncode != 0 and "no LM text" in r.stderr
+    r = run_local("local/librispeech_lm.sh", "--phase", "text", "--parts", "train-other-500", "--source", "lmplz",
+                  "--text", str(text), str(manifests), str(lm))
+    assert r.returncode != 0 and "train-other-500.jsonl.gz is missing" in r.stderr
+    assert not lm.exists() or done_markers(lm) == []
+
+
+def test_results_stage_of_librispeech_and_wsj(tmp_path):
+    """Stage 8 of both recipes collects the decode dirs of stage 7 into exp/RESULTS.md."""
+    def summary(path: Path, rows: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("settings\tWER\n" + "".join(f"{k}\t{v:.2f}\n" for k, v in rows.items()))
+
+    exp = tmp_path / "ls_exp"
+    model_dir = exp / "quartznet_tiny_lang_char"
+    for part, wer in [("dev-clean", 5.0), ("test-clean", 6.0), ("dev-other", 15.0), ("test-other", 16.0)]:
+        summary(model_dir / f"decode_{part}" / f"wer-summary-{part}.txt",
+                {"greedy": wer, "whole-lattice-rescoring_lm_scale_0.5": wer - 1})
+    r = run_recipe("librispeech", "--stage", "8", "--model", "tiny", "--exp-dir", str(exp),
+                   "--data-dir", str(tmp_path / "data"))
+    assert r.returncode == 0, r.stderr
+    text = (exp / "RESULTS.md").read_text()
+    assert "| tiny | greedy | 5.00 | 15.00 | 6.00 | 16.00 |" in text
+    assert "NGC model card" in text and "test-clean <- dev-clean" in text
+
+    exp = tmp_path / "wsj_exp"
+    for system, wer in [("quartznet_finetuned", 5.0), ("quartznet_5x3_scratch", 9.0)]:
+        for part in ("test_dev93", "test_eval92"):
+            summary(exp / system / f"decode_{part}" / f"wer-summary-{part}.txt", {"greedy": wer, "1best": wer - 2})
+    r = run_recipe("wsj", "--stage", "8", "--exp-dir", str(exp), "--data-dir", str(tmp_path / "data"))
+    assert r.returncode == 0, r.stderr
+    text = (exp / "RESULTS.md").read_text()
+    assert "| finetuned | 1best | 3.00 | 3.00 |" in text and "| 5x3-scratch | greedy | 9.00 | 9.00 |" in text
+    assert "could not be verified" in text

@@ -13,6 +13,7 @@ import torch
 from qnet.bin import average as average_cli
 from qnet.bin import train as train_cli
 from qnet.checkpoint import average_state_dicts, init_from_checkpoint, latest_checkpoint
+from qnet.ctc import default_backend
 from qnet.model import build_model, load_model, save_model
 from qnet.tokens import CHAR_SYMBOLS, TokenTable
 from qnet.trainer import distributed_env_from_slurm, first_slurm_host, word_errors
@@ -45,13 +46,17 @@ def _states_equal(a, b, atol=1e-6):
 
 def test_training_writes_checkpoints_logs_and_plot(corpus, tmp_path):
     exp = tmp_path / "exp"
-    assert _run(corpus, exp, "--num-epochs", "2", "--save-every-n", "2", "--keep-last-k", "1", "--tensorboard", "true") == 0
+    # the default CTC backend (k2 where it imports)
+    args = train_args(corpus, exp, "--max-duration", "9", "--num-epochs", "2", "--save-every-n", "2", "--keep-last-k", "1",
+                      "--tensorboard", "true")
+    assert train_cli.main(args) == 0
     names = sorted(p.name for p in exp.iterdir())
     assert "epoch-1.pt" in names and "epoch-2.pt" in names and "curves.png" in names
     assert len([n for n in names if n.startswith("checkpoint-")]) == 1
     assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
     log = next((exp / "log").glob("log-train-*.txt")).read_text()
     assert "training cuts" in log and "kept 16/16" in log and "greedy WER" in log
+    assert f"CTC: {default_backend()} backend" in log
     ckpt = torch.load(exp / "epoch-2.pt")
     for key in ("qnet_format", "model_config", "tokens", "model", "optimizer", "scheduler", "grad_scaler",
                 "sampler", "rng", "step", "epoch", "batches_done"):
@@ -219,7 +224,7 @@ def test_out_of_memory_names_the_batch(corpus, tmp_path, monkeypatch):
     assert _run(corpus, exp, "--num-epochs", "1") == 1
     log = next((exp / "log").glob("*.txt")).read_text()
     line = next(l for l in log.splitlines() if "out of memory on a batch of" in l)
-    assert "train-0" in line and " s)" in line and "Lower --max-duration (now 9.0)" in line
+    assert "train-0" in line and " s)" in line and "Lower --max-duration (now 9.0, e.g. 6.75)" in line
 
 
 def test_slurm_rendezvous_from_environment(monkeypatch):
@@ -266,3 +271,46 @@ def test_kill9_then_same_command_resumes(corpus, tmp_path):
     assert train_cli.main(train_args(corpus, straight, "--ctc-backend", "torch", "--num-epochs", "3",
                                      "--max-duration", "9", "--save-every-n", "0")) == 0
     _states_equal(torch.load(straight / "epoch-3.pt")["model"], torch.load(exp / "epoch-3.pt")["model"])
+
+
+@pytest.mark.slow
+def test_mini_model_learns_a_tiny_tts_corpus(tmp_path):
+    """The 'done' check: 240 espeak-ng utterances of 1-3 words from a 12-word vocabulary; mini model,
+    20 epochs on CPU (about 5-10 minutes on 2 cores). Held-out utterances must be mostly right."""
+    if not have_tts():
+        pytest.skip("espeak-ng/sox not installed")
+    corpus = make_corpus(tmp_path / "corpus", num_train=240, num_valid=40, seed=7, max_words=3)
+    exp = tmp_path / "exp"
+    args = train_args(corpus, exp, "--model", "mini", "--num-epochs", "20", "--max-duration", "20",
+                      "--num-buckets", "4", "--lr", "0.01", "--warmup-steps", "50", "--spec-cutout", "false",
+                      "--num-threads", "2", "--log-interval", "10", "--save-every-n", "0")
+    assert train_cli.main(args) == 0
+    history = torch.load(exp / "epoch-20.pt")["history"]
+    train = [h["loss"] for h in history if h["kind"] == "train"]
+    valid = [h for h in history if h["kind"] == "valid"]
+    assert train[-1] < train[0] / 10
+    assert valid[-1]["loss"] < valid[0]["loss"] / 10
+    assert valid[-1]["wer"] < 35.0, [round(v["wer"], 1) for v in valid]
+
+
+def test_train_sh_and_average_sh(corpus, tmp_path):
+    exp = tmp_path / "sh"
+    env = {**os.environ, "PATH": f"{ROOT / 'utils'}:{ROOT / 'steps'}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    cmd = ["bash", "steps/train.sh", "--num-gpus", "0", "--model", "tiny", "--num-epochs", "1", "--max-duration", "9",
+           "--train-cuts", str(corpus["train_cuts"]), "--valid-cuts", str(corpus["valid_cuts"]),
+           "--train-opts", "--num-workers 0 --num-buckets 2 --warmup-steps 2 --ctc-backend torch",
+           str(corpus["lang_dir"]), str(exp), "--", "--tensorboard", "false"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (exp / ".done").exists() and (exp / "epoch-1.pt").exists()
+    log = (exp / "log" / "train.log").read_text()
+    assert "--device cpu" in log and "--tensorboard false" in log and "Ended (code 0)" in log
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "already trained" in again.stdout
+    avg = subprocess.run(["bash", "steps/average.sh", "--avg", "1", "--out", str(exp / "avg.pt"), str(exp)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert avg.returncode == 0, avg.stderr[-2000:]
+    assert load_model(exp / "avg.pt").config.name == "tiny" and (exp / "avg.pt.done").exists()
+    bad = subprocess.run(["bash", "steps/train.sh", str(corpus["lang_dir"]), str(exp)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "--train-cuts is required" in bad.stderr

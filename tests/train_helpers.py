@@ -5,7 +5,7 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "stop", "go", "red", "green", "blue", "seven"]
 VOICES = ["en-us", "en-gb"]

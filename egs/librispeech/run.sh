@@ -64,7 +64,9 @@ decode_nj=4
 decode_device=cpu              # cpu | cuda
 decode_opts=""                 # more steps/decode.sh options, e.g. "--lm-scales 0.5,0.7,0.9"
 
-help_message="Usage: $0 [--stage N] [--stop-stage N] [--option value] ... (see the variables at the top of $0)"
+help_message="Usage: $0 [--name value] ...   the options and their defaults:
+$(awk '/^help_message=/ {exit} /^stage=/ {f = 1} f && match($0, /^[a-z0-9_]+=/) {
+  n = substr($0, 1, RLENGTH - 1); gsub("_", "-", n); print "  --" n " " substr($0, RLENGTH + 1)}' "$0")"
 
 log() {
   # date, the calling line and the message (as icefall/ESPnet recipes do)
@@ -90,7 +92,11 @@ lm_dir=$data_dir/lm
 model_dir=$exp_dir/quartznet_${model}_$(basename "$lang_dir")
 avg_model=$model_dir/averaged-avg-$avg.pt
 dev_sets=($dev_parts)
+cv_supervisions=
+if $use_commonvoice; then cv_supervisions=$manifest_dir/commonvoice_supervisions_train.jsonl.gz; fi
 mkdir -p "$data_dir" "$exp_dir"
+# decoding on GPUs goes through $cuda_cmd so that the scheduler gives the jobs a GPU
+if [ "$decode_device" = cpu ]; then dec_cmd=$decode_cmd; else dec_cmd=$cuda_cmd; fi
 
 log "recipe $0: stages $stage..$stop_stage, data in $data_dir, experiments in $model_dir"
 
@@ -127,7 +133,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: lang dir $lang_dir (training text + LM vocabulary)"
   local/librispeech_lm.sh --phase text --source "$lm_source" --url "$lm_url" --dl-dir "$dl_dir/lm" \
     --text "$lm_text" --vocab-size "$lm_vocab_size" --parts "$train_parts" \
-    --supervisions "$($use_commonvoice && echo "$manifest_dir/commonvoice_supervisions_train.jsonl.gz")" \
+    --supervisions "$cv_supervisions" \
     "$manifest_dir" "$lm_dir"
   if [ "$bpe_size" -gt 0 ]; then unit=bpe; else unit=char; fi
   steps/prepare_lang.sh --unit $unit --bpe-size "$bpe_size" --words "$lm_dir/vocab.txt" \
@@ -146,7 +152,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: train QuartzNet $model in $model_dir"
   train_cuts=
   for p in $train_parts; do train_cuts="$train_cuts $fbank_dir/${prefix}_cuts_$p.jsonl.gz"; done
-  $use_commonvoice && train_cuts="$train_cuts $fbank_dir/commonvoice_cuts_train.jsonl.gz"
+  if $use_commonvoice; then train_cuts="$train_cuts $fbank_dir/commonvoice_cuts_train.jsonl.gz"; fi
   # shellcheck disable=SC2086
   steps/train.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --num-nodes "$num_nodes" --model "$model" --num-epochs "$num_epochs" \
     --max-duration "$max_duration" --lr "$lr" --init-from "$init_from" --train-opts "$train_opts" \
@@ -167,7 +173,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
       log "$dir is decoded ($dir/.done; remove $dir to decode again), skipping"; continue
     fi
     # shellcheck disable=SC2086
-    steps/decode.sh --cmd "$decode_cmd" --nj "$decode_nj" --device "$decode_device" \
+    steps/decode.sh --cmd "$dec_cmd" --nj "$decode_nj" --device "$decode_device" \
       --methods "$decode_methods" --test-set "$part" --G-rescore "$lm_dir/G_4_gram.fst.txt" $decode_opts \
       "$avg_model" "$fbank_dir/${prefix}_cuts_$part.jsonl.gz" "$lang_dir" "$dir"
     touch "$dir/.done"

@@ -23,15 +23,16 @@ smoke=false          # true: conf/*_smoke.conf, the smoke corpus and the tiny mo
 seed=0               # synthesis seed (same seed -> same corpus)
 nj=2                 # parallel jobs (synthesis, features, decoding)
 model=               # model pretrained in stage 1 and trained from scratch in stage 2 (default: mini; smoke: tiny)
-avg=                 # epochs averaged in both recipes (default: 5; smoke: 1)
+avg=                 # epochs averaged in both recipes (default: 2; smoke: 1)
 ls_opts=""           # more egs/librispeech/run.sh options, e.g. "--num-epochs 40"
 wsj_opts=""          # more egs/wsj/run.sh options, e.g. "--finetune-lr 0.005"
 synth_opts=""        # more local/mini_synth.sh --synth-opts, e.g. "--num-train 2000"
 data_dir=data
 exp_dir=exp
 
-help_message="Usage: $0 [--smoke true|false] [--stage N] [--stop-stage N] [--seed N] [--nj N] [--model NAME]
-  [--avg N] [--ls-opts \"...\"] [--wsj-opts \"...\"] [--synth-opts \"...\"] [--data-dir DIR] [--exp-dir DIR]"
+help_message="Usage: $0 [--name value] ...   the options and their defaults:
+$(awk '/^help_message=/ {exit} /^stage=/ {f = 1} f && match($0, /^[a-z0-9_]+=/) {
+  n = substr($0, 1, RLENGTH - 1); gsub("_", "-", n); print "  --" n " " substr($0, RLENGTH + 1)}' "$0")"
 
 log() {
   local fname=${BASH_SOURCE[1]##*/}
@@ -48,11 +49,11 @@ if [ $# -ne 0 ]; then
   exit 1
 fi
 
-if $smoke; then sfx=_smoke; else sfx=; fi
+if $smoke; then sfx=_smoke; title="qnet mini recipe (smoke run)"; else sfx=; title="qnet mini recipe"; fi
 ls_conf=conf/librispeech$sfx.conf
 wsj_conf=conf/wsj$sfx.conf
 [ -n "$model" ] || { if $smoke; then model=tiny; else model=mini; fi; }
-[ -n "$avg" ] || { if $smoke; then avg=1; else avg=5; fi; }
+[ -n "$avg" ] || { if $smoke; then avg=1; else avg=2; fi; }
 synth=$data_dir/synth
 ls_model_dir=$exp_dir/librispeech/quartznet_${model}_lang_char
 pretrained=$ls_model_dir/averaged-avg-$avg.pt
@@ -86,7 +87,7 @@ fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: $exp_dir/RESULTS.md"
   python -m qnet.bin.make_results --out "$exp_dir/RESULTS.md" --print true \
-    --title "qnet mini recipe (synthetic TTS corpora$($smoke && echo ', smoke run'))" \
+    --title "$title: synthetic TTS corpora" \
     --sets dev-clean test-clean test_dev93 test_eval92 \
     --tune test-clean=dev-clean --tune test_eval92=test_dev93 \
     --check "greedy WER on unseen voices: librispeech:greedy:test-clean <= 10" \

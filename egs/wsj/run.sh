@@ -61,8 +61,9 @@ decode_nj=4
 decode_device=cpu
 decode_opts=""
 
-help_message="Usage: $0 --wsj0 DIR --wsj1 DIR [--pretrained CKPT|.nemo] [--stage N] [--stop-stage N] [--option value] ...
-(see the variables at the top of $0)"
+help_message="Usage: $0 [--name value] ...   the options and their defaults:
+$(awk '/^help_message=/ {exit} /^stage=/ {f = 1} f && match($0, /^[a-z0-9_]+=/) {
+  n = substr($0, 1, RLENGTH - 1); gsub("_", "-", n); print "  --" n " " substr($0, RLENGTH + 1)}' "$0")"
 
 log() {
   local fname=${BASH_SOURCE[1]##*/}
@@ -87,14 +88,20 @@ lm_dir=$data_dir/lm
 ft_dir=$exp_dir/quartznet_finetuned
 scratch_dir=$exp_dir/quartznet_${scratch_model}_scratch
 systems=()
-$finetune && systems+=("$ft_dir")
-$scratch && systems+=("$scratch_dir")
+if $finetune; then systems+=("$ft_dir"); fi
+if $scratch; then systems+=("$scratch_dir"); fi
 mkdir -p "$data_dir" "$exp_dir"
+# decoding on GPUs goes through $cuda_cmd so that the scheduler gives the jobs a GPU
+if [ "$decode_device" = cpu ]; then dec_cmd=$decode_cmd; else dec_cmd=$cuda_cmd; fi
 
 log "recipe $0: stages $stage..$stop_stage, data in $data_dir, experiments in $exp_dir"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: WSJ manifests from $wsj0 and $wsj1"
+  if [ -z "$wsj0" ] || [ -z "$wsj1" ]; then
+    echo "$0: stage 0 reads the LDC discs: give --wsj0 DIR (LDC93S6B) and --wsj1 DIR (LDC94S13B)" >&2
+    exit 1
+  fi
   local/wsj_data_prep.sh --sets "$train_set $dev_set $test_set" --max-duration "$max_utt_duration" \
     --wsj0 "$wsj0" --wsj1 "$wsj1" "$manifest_dir"
 fi
@@ -153,7 +160,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
       fi
       log "Stage 7: decode $part with $dir ($decode_methods)"
       # shellcheck disable=SC2086
-      steps/decode.sh --cmd "$decode_cmd" --nj "$decode_nj" --device "$decode_device" \
+      steps/decode.sh --cmd "$dec_cmd" --nj "$decode_nj" --device "$decode_device" \
         --methods "$decode_methods" --test-set "$part" --G-rescore "$lm_dir/G_4_gram.fst.txt" $decode_opts \
         "$dir/averaged-avg-$avg.pt" "$fbank_dir/${prefix}_cuts_$part.jsonl.gz" "$lang_dir" "$dir/decode_$part"
       touch "$dir/decode_$part/.done"
@@ -164,8 +171,8 @@ fi
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   log "Stage 8: $exp_dir/RESULTS.md"
   named=()
-  $finetune && named+=("finetuned=$ft_dir")
-  $scratch && named+=("${scratch_model}-scratch=$scratch_dir")
+  if $finetune; then named+=("finetuned=$ft_dir"); fi
+  if $scratch; then named+=("${scratch_model}-scratch=$scratch_dir"); fi
   python -m qnet.bin.make_results --out "$exp_dir/RESULTS.md" --title "QuartzNet on WSJ" \
     --published wsj --sets $dev_set $test_set --tune "$test_set=$dev_set" --print true "${named[@]}"
 fi

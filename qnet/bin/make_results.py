@@ -50,6 +50,7 @@ def parse_pairs(items, what: str) -> dict:
 
 
 def main(argv=None) -> int:
+    """Write RESULTS.md; exit status 1 only with --strict true and a failed or missing check."""
     args = get_parser().parse_args(argv)
     setup_logger()
     systems = [collect_system(name, d) for name, d in parse_pairs(args.systems, "system").items()]
