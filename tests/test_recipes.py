@@ -1,5 +1,5 @@
 """Recipe shells (egs/librispeech, egs/wsj, egs/mini): layout, option parsing, stage guards, and the
-mini smoke recipe end to end (slow; CI runs it with `-m slow` in its own job)."""
+mini smoke recipe end to end (a few minutes; part of the default run, CI's path through every stage)."""
 
 import os
 import subprocess
@@ -132,7 +132,7 @@ def test_wsj_bad_discs_fail_without_markers(tmp_path):
     assert done_markers(tmp_path) == []
 
 
-@pytest.mark.slow
+# Not marked slow on purpose: this is CI's one fast path through every stage of every recipe.
 def test_mini_smoke_end_to_end(tmp_path):
     """egs/mini/run.sh --smoke true: every stage of the librispeech and wsj code paths, then a rerun."""
     args = ["--smoke", "true", "--data-dir", str(tmp_path / "data"), "--exp-dir", str(tmp_path / "exp")]

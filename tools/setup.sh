@@ -20,6 +20,11 @@ done
 
 log() { echo "$(date '+%F %T') setup: $*" >&2; }
 
+# One setup at a time: recipes started together (or parallel jobs) wait here instead of both building.
+mkdir -p "$root/tools"
+exec 9>"$root/tools/.setup.lock"
+flock 9
+
 apt_packages="espeak-ng flite sox libsox-fmt-all libsndfile1 cmake build-essential
   libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
   zlib1g-dev libbz2-dev liblzma-dev"

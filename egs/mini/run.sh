@@ -49,7 +49,11 @@ if [ $# -ne 0 ]; then
   exit 1
 fi
 
-if $smoke; then sfx=_smoke; title="qnet mini recipe (smoke run)"; else sfx=; title="qnet mini recipe"; fi
+if $smoke; then
+  sfx=_smoke; title="qnet mini recipe (smoke run: a few steps; the targets are not expected to be met)"
+else
+  sfx=; title="qnet mini recipe"
+fi
 ls_conf=conf/librispeech$sfx.conf
 wsj_conf=conf/wsj$sfx.conf
 [ -n "$model" ] || { if $smoke; then model=tiny; else model=mini; fi; }
