@@ -108,7 +108,7 @@ def run_qnet(methods: List[str], lang: Path, G4: Path, log_probs, refs, batch_si
         elapsed = time.perf_counter() - start
         for key, h in hyps.items():
             results[key] = (h, elapsed)
-        if dec.stats.empty:
+        if dec.stats.empty or dec.stats.fallback or dec.stats.pruned:
             logging.warning(f"{method}: {dec.stats.summary()}")
     return results
 

@@ -4,6 +4,13 @@ All functions take the model's output as `log_probs (B, T, V)` with valid length
 one hypothesis (a string of words separated by single spaces) per utterance, in input order. An
 utterance whose lattice is empty or pruned away gets an empty hypothesis and is counted in
 `DecodeStats`; it never stops a run.
+
+LM rescoring is memory-bounded by construction and degrades gracefully: it runs one utterance at a
+time; a lattice with more than `max_lattice_arcs` arcs is first pruned with `k2.prune_on_arc_post`;
+n-best paths are intersected with the lattice in chunks whose product (lattice arcs x paths) stays
+under `max_intersect_arcs`. If rescoring an utterance still fails (k2 raises on a failed allocation),
+n-best retries with half the paths and whole-lattice with more pruning (as icefall does), and in the end
+the utterance gets its 1best hypothesis, counted in `DecodeStats.fallback` and logged.
 """
 
 import logging
@@ -31,22 +38,45 @@ class DecodeOptions:
     nbest_scale: float = 0.5
     lm_scales: Sequence[float] = field(default_factory=lambda: list(DEFAULT_LM_SCALES))
     use_double_scores: bool = True
+    # Rescoring bounds: per-utterance lattice arcs (pruned by arc posteriors above this) and arcs of one
+    # n-best intersection (estimated as lattice arcs x (words + 1) summed over the paths of a chunk).
+    max_lattice_arcs: int = 50_000
+    max_intersect_arcs: int = 2_000_000
+    # Lattice generation: frames (after subsampling) of one k2.intersect_dense_pruned call.
+    max_lattice_frames: int = 1500
 
 
 @dataclass
 class DecodeStats:
-    """Counts of utterances whose lattice came out empty, per method, with their ids for the log."""
+    """Utterance ids, per method, whose lattice came out empty, whose lattice was pruned before
+    rescoring, or whose rescoring failed and fell back to the 1best hypothesis."""
 
     empty: Dict[str, List[str]] = field(default_factory=dict)
+    pruned: Dict[str, List[str]] = field(default_factory=dict)
+    fallback: Dict[str, List[str]] = field(default_factory=dict)
 
     def add(self, method: str, utt_id: str) -> None:
+        """Count an empty lattice."""
         self.empty.setdefault(method, []).append(utt_id)
         logging.warning(f"{method}: empty lattice for {utt_id}; writing an empty hypothesis")
 
+    def add_pruned(self, method: str, utt_id: str, arcs_before: int, arcs_after: int, threshold: float) -> None:
+        """Count a lattice pruned to fit the rescoring bounds."""
+        self.pruned.setdefault(method, []).append(utt_id)
+        logging.info(f"{method}: lattice of {utt_id} pruned from {arcs_before} to {arcs_after} arcs "
+                     f"(arc-posterior threshold {threshold:g}) before rescoring")
+
+    def add_fallback(self, method: str, utt_id: str, reason: str) -> None:
+        """Count an utterance whose rescoring failed; it gets its 1best hypothesis."""
+        self.fallback.setdefault(method, []).append(utt_id)
+        logging.warning(f"{method}: rescoring {utt_id} failed ({reason[:300]}); using its 1best hypothesis")
+
     def summary(self) -> str:
-        if not self.empty:
-            return "no empty lattices"
-        return ", ".join(f"{m}: {len(ids)} empty lattices" for m, ids in self.empty.items())
+        """One line for the log."""
+        parts = [f"{m}: {len(ids)} empty lattices" for m, ids in self.empty.items()]
+        parts += [f"{m}: {len(ids)} lattices pruned before rescoring" for m, ids in self.pruned.items()]
+        parts += [f"{m}: {len(ids)} fell back to 1best" for m, ids in self.fallback.items()]
+        return ", ".join(parts) if parts else "no empty lattices, no rescoring fallbacks"
 
 
 def greedy_search(log_probs: torch.Tensor, lens: torch.Tensor) -> List[List[int]]:
@@ -66,8 +96,8 @@ def greedy_search(log_probs: torch.Tensor, lens: torch.Tensor) -> List[List[int]
 
 
 def get_lattice(log_probs: torch.Tensor, lens: torch.Tensor, graph, opts: DecodeOptions):
-    """k2.intersect_dense_pruned of the graph (H or HLG) with the log-probs; FSA i of the result belongs
-    to utterance i of the batch."""
+    """k2.intersect_dense_pruned of the graph (H or HLG) with the log-probs, connected; FSA i of the
+    result belongs to utterance i of the batch."""
     k2 = import_k2()
     B = log_probs.shape[0]
     lens = lens.to("cpu", torch.int64).clamp(max=log_probs.shape[1])
@@ -81,7 +111,22 @@ def get_lattice(log_probs: torch.Tensor, lens: torch.Tensor, graph, opts: Decode
     )
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(B)
-    return k2.index_fsa(lattice, inverse.to(torch.int32).to(lattice.device))
+    # The pruned intersection keeps arcs that reach no final state (on weak models with flat posteriors
+    # ~90% of them): connect drops them, losslessly, before anything sizes memory by the lattice.
+    return k2.connect(k2.index_fsa(lattice, inverse.to(torch.int32).to(lattice.device)))
+
+
+def frame_groups(num_frames: List[int], max_frames: int) -> List[range]:
+    """Consecutive ranges of utterances with at most `max_frames` frames in all (>= 1 utterance each)."""
+    groups, lo, total = [], 0, 0
+    for i, n in enumerate(num_frames):
+        if i > lo and total + n > max_frames:
+            groups.append(range(lo, i))
+            lo, total = i, 0
+        total += n
+    if lo < len(num_frames):
+        groups.append(range(lo, len(num_frames)))
+    return groups
 
 
 def num_arcs_per_fsa(fsas) -> List[int]:
@@ -109,28 +154,59 @@ def one_best(lattice, use_double_scores: bool = True):
     return k2.shortest_path(lattice, use_double_scores=use_double_scores)
 
 
+PRUNE_THRESHOLDS = (1e-10, 1e-8, 1e-6, 1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+
+def _intersect(a_fsas, b_fsas, b_to_a_map: torch.Tensor):
+    """k2.intersect_device with `a_fsas` arc-sorted (the one place rescoring intersects; tests make it fail)."""
+    k2 = import_k2()
+    return k2.intersect_device(a_fsas, b_fsas, b_to_a_map=b_to_a_map, sorted_match_a=True)
+
+
+def prune_lattice(lattice, max_arcs: int, use_double_scores: bool = True):
+    """Prune an FsaVec with k2.prune_on_arc_post at growing thresholds until it has at most `max_arcs`
+    arcs (or the next threshold would leave an FSA empty); returns (lattice, threshold or None)."""
+    k2 = import_k2()
+    if lattice.num_arcs <= max_arcs:
+        return lattice, None
+    best, used = lattice, None
+    num_nonempty = sum(n > 0 for n in num_arcs_per_fsa(lattice))
+    for threshold in PRUNE_THRESHOLDS:
+        pruned = k2.connect(k2.prune_on_arc_post(lattice, threshold, use_double_scores))
+        if sum(n > 0 for n in num_arcs_per_fsa(pruned)) < num_nonempty:
+            break  # never prune an utterance away
+        best, used = pruned, threshold
+        if pruned.num_arcs <= max_arcs:
+            break
+    return best, used
+
+
 def rescore_whole_lattice(lattice, G_with_loops, lm_scales: Sequence[float], use_double_scores: bool = True):
     """Replace the graph's LM scores with G's (an acceptor on words with epsilon self-loops and
-    `lm_scores`) over the whole lattice; returns {lm_scale: best paths}."""
+    `lm_scores`) over the whole lattice; returns {lm_scale: best paths}. When the intersection fails
+    (out of memory), the lattice is pruned by arc posteriors and it is retried, as icefall does; raises
+    RuntimeError when even the most pruned lattice fails."""
     k2 = import_k2()
     lattice = lattice.clone() if hasattr(lattice, "clone") else lattice
     lattice.scores = lattice.scores - lattice.lm_scores
     del lattice.lm_scores
     # Epsilon self-loops on the lattice let G take a back-off arc while the lattice stays put (k2's
     # intersect_device matches epsilons like any label): without them a word on the very first arc of a
-    # lattice, or the end of G's <s>-context, could not be reached through a back-off.
-    inv = k2.arc_sort(k2.add_epsilon_self_loops(k2.invert(lattice)))
+    # lattice, or the end of G's <s>-context, could not be reached through a back-off. They are added
+    # after pruning: prune_on_arc_post needs an acyclic FSA.
     num_seqs = lattice.shape[0]
     b_to_a = torch.zeros(num_seqs, dtype=torch.int32, device=lattice.device)
     rescored = None
-    for threshold in [None, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]:
+    for threshold in (None,) + PRUNE_THRESHOLDS:
         try:
-            cand = inv if threshold is None else k2.prune_on_arc_post(inv, threshold, True)
-            rescored = k2.intersect_device(G_with_loops, cand, b_to_a_map=b_to_a, sorted_match_a=True)
+            cand = lattice if threshold is None else k2.connect(
+                k2.prune_on_arc_post(lattice, threshold, use_double_scores))
+            inv = k2.arc_sort(k2.add_epsilon_self_loops(k2.invert(cand)))
+            rescored = _intersect(G_with_loops, inv, b_to_a)
             break
-        except RuntimeError as exc:  # out of memory on huge lattices: prune by arc posteriors and retry
+        except (RuntimeError, MemoryError) as exc:  # out of memory: prune by arc posteriors and retry
             logging.warning(f"whole-lattice rescoring failed ({str(exc)[:200]}); pruning the lattice "
-                            f"with arc-posterior threshold {threshold or 1e-10:g} and retrying")
+                            f"with arc-posterior threshold {threshold or PRUNE_THRESHOLDS[0]:g} and retrying")
     if rescored is None:
         raise RuntimeError("whole-lattice rescoring failed even after pruning the lattice")
     # (G self-loop, lattice self-loop) pairs are zero-score self-loops: drop them so the result is acyclic.
@@ -151,16 +227,35 @@ def _fsa_sums(fsas, arc_values: torch.Tensor) -> torch.Tensor:
     return ragged.sum()
 
 
-def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float]) -> Dict[float, List[List[int]]]:
-    """N-best rescoring: sample `num_paths` paths per utterance (scores scaled by `nbest_scale`), keep
-    unique word sequences, score each by its best path in the lattice (acoustic part) and by G (an
-    acceptor on words, no epsilon self-loops needed); per lm_scale, the argmax of am/scale + lm.
+def nbest_chunks(arcs_of_seq: List[int], max_arcs: int) -> List[range]:
+    """Consecutive ranges of n-best paths whose intersection with their lattice stays under `max_arcs`
+    arcs (estimated as lattice arcs x 2 per path: the reachable (lattice state, word position) pairs of
+    one path measured 1.6-1.9 x the lattice arcs); a path is never split, so a chunk has >= 1 path."""
+    chunks, lo, total = [], 0, 0
+    for i, arcs in enumerate(arcs_of_seq):
+        cost = 2 * arcs
+        if i > lo and total + cost > max_arcs:
+            chunks.append(range(lo, i))
+            lo, total = i, 0
+        total += cost
+    if lo < len(arcs_of_seq):
+        chunks.append(range(lo, len(arcs_of_seq)))
+    return chunks
+
+
+def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float],
+                  num_paths: Optional[int] = None) -> Dict[float, List[List[int]]]:
+    """N-best rescoring: sample `num_paths` (default opts.num_paths) paths per utterance (scores scaled by
+    `nbest_scale`), keep unique word sequences, score each by its best path in the lattice (acoustic
+    part; intersected in chunks of at most opts.max_intersect_arcs arcs) and by G (an acceptor on words,
+    no epsilon self-loops needed); per lm_scale, the argmax of am/scale + lm.
     Returns {lm_scale: word-id lists per utterance}."""
     k2 = import_k2()
     num_utts = lattice.shape[0]
     sample = lattice.clone()
     sample.scores = sample.scores * opts.nbest_scale
-    paths = k2.random_paths(sample, num_paths=opts.num_paths, use_double_scores=opts.use_double_scores)
+    paths = k2.random_paths(sample, num_paths=num_paths or opts.num_paths,
+                            use_double_scores=opts.use_double_scores)
     if isinstance(lattice.aux_labels, torch.Tensor):
         word_seqs = k2.ragged.index(lattice.aux_labels, paths)
     else:
@@ -172,35 +267,39 @@ def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float]) -
     seqs = unique.remove_axis(0)
     if seqs.dim0 == 0:
         return {s: [[] for _ in range(num_utts)] for s in lm_scales}
+    seq_list = seqs.tolist()
 
-    word_fsas = k2.linear_fsa(seqs)
-    word_fsas_loops = k2.add_epsilon_self_loops(word_fsas)
-
-    # acoustic score: best path of the lattice restricted to each word sequence
+    # acoustic score: best path of the lattice restricted to each word sequence, a chunk of paths at a time
     inv = k2.arc_sort(k2.invert(lattice))
-    path_lat = k2.intersect_device(inv, word_fsas_loops, b_to_a_map=utt_of_seq.to(torch.int32),
-                                   sorted_match_a=True)
-    path_lat = k2.top_sort(k2.connect(k2.invert(path_lat)))
-    best = k2.shortest_path(path_lat, use_double_scores=True)
-    am = _fsa_sums(best, best.scores - best.lm_scores)
+    lattice_arcs = num_arcs_per_fsa(lattice)
+    utt_list = utt_of_seq.tolist()
+    am_parts = []
+    for chunk in nbest_chunks([lattice_arcs[u] for u in utt_list], opts.max_intersect_arcs):
+        idx = torch.arange(chunk.start, chunk.stop, dtype=torch.int32, device=utt_of_seq.device)
+        word_fsas_loops = k2.add_epsilon_self_loops(k2.linear_fsa(seqs.index(idx, axis=0)[0]))
+        path_lat = _intersect(inv, word_fsas_loops, utt_of_seq[chunk.start:chunk.stop].to(torch.int32))
+        path_lat = k2.top_sort(k2.connect(k2.invert(path_lat)))
+        best = k2.shortest_path(path_lat, use_double_scores=True)
+        am_parts.append(_fsa_sums(best, best.scores - best.lm_scores))
+        del path_lat, best
+    am = torch.cat(am_parts)
 
-    # LM score from G
+    # LM score from G: linear word FSAs with epsilon self-loops take G's back-off (epsilon) arcs
+    word_fsas_loops = k2.add_epsilon_self_loops(k2.linear_fsa(seqs))
     b_to_a = torch.zeros(seqs.dim0, dtype=torch.int32, device=lattice.device)
-    lm_lat = k2.intersect_device(G, word_fsas_loops, b_to_a_map=b_to_a, sorted_match_a=True)
-    lm_lat = k2.top_sort(k2.connect(lm_lat))
+    lm_lat = k2.top_sort(k2.connect(_intersect(G, word_fsas_loops, b_to_a)))
     lm = lm_lat.get_tot_scores(use_double_scores=True, log_semiring=False)
 
-    seq_list = seqs.tolist()
     row_splits = unique.shape.row_splits(1).tolist()
     results: Dict[float, List[List[int]]] = {}
     for scale in lm_scales:
         tot = (am / scale + lm.to(am.dtype)).cpu()
         tot = torch.where(torch.isfinite(tot), tot, torch.full_like(tot, -1e30))
-        best: List[List[int]] = []
+        best_seqs: List[List[int]] = []
         for u in range(num_utts):
             lo, hi = row_splits[u], row_splits[u + 1]
-            best.append(seq_list[lo + int(tot[lo:hi].argmax())] if hi > lo else [])
-        results[scale] = best
+            best_seqs.append(seq_list[lo + int(tot[lo:hi].argmax())] if hi > lo else [])
+        results[scale] = best_seqs
     return results
 
 
@@ -282,9 +381,14 @@ class Decoder:
         for i in torch.nonzero(lens <= 0).flatten().tolist():
             self.stats.add("all graph methods (zero frames)", utt_ids[i])
         sub: Dict[str, List[str]] = {}
-        if keep.numel() > 0:
-            sub = self._decode_graphs(log_probs[keep.to(log_probs.device)].to(self.device), lens[keep],
-                                      [utt_ids[i] for i in keep.tolist()])
+        # Lattices are built for at most opts.max_lattice_frames frames at a time: on flat posteriors
+        # their memory grows with the frames of the batch, whatever --max-duration says.
+        for group in frame_groups([int(lens[i]) for i in keep.tolist()], self.opts.max_lattice_frames):
+            idx = keep[group.start:group.stop]
+            part = self._decode_graphs(log_probs[idx.to(log_probs.device)].to(self.device), lens[idx],
+                                       [utt_ids[i] for i in idx.tolist()])
+            for key, hyps in part.items():
+                sub.setdefault(key, []).extend(hyps)
         for key, hyps in sub.items():
             full = [""] * len(utt_ids)
             for j, i in enumerate(keep.tolist()):
@@ -317,12 +421,51 @@ class Decoder:
             self._flag_empty("1best", best, utt_ids)
             if "1best" in self.methods:
                 results["1best"] = [self._words(ids) for ids in path_labels(best)]
-            if self.G_loops is not None:
-                for scale, path in rescore_whole_lattice(lattice, self.G_loops, self.opts.lm_scales,
-                                                         self.opts.use_double_scores).items():
-                    results[f"whole-lattice-rescoring_lm_scale_{scale:g}"] = [
-                        self._words(ids) for ids in path_labels(path)]
-            if self.G is not None:
-                for scale, seqs in rescore_nbest(lattice, self.G, self.opts, self.opts.lm_scales).items():
-                    results[f"nbest-rescoring_lm_scale_{scale:g}"] = [self._words(ids) for ids in seqs]
+            if self.G_loops is not None or self.G is not None:
+                results.update(self._rescore(lattice, path_labels(best), utt_ids))
         return results
+
+    def _rescore(self, lattice, one_best_ids: List[List[int]], utt_ids: Sequence[str]) -> Dict[str, List[str]]:
+        """Whole-lattice and n-best rescoring one utterance at a time, each lattice first pruned to
+        opts.max_lattice_arcs; an utterance whose rescoring fails gets its 1best words (counted)."""
+        k2 = import_k2()
+        opts = self.opts
+        methods = [m for m, g in (("whole-lattice-rescoring", self.G_loops), ("nbest-rescoring", self.G))
+                   if g is not None]
+        words: Dict[str, List[List[int]]] = {f"{m}_lm_scale_{s:g}": [] for m in methods for s in opts.lm_scales}
+        for i, (utt, num_arcs) in enumerate(zip(utt_ids, num_arcs_per_fsa(lattice))):
+            if num_arcs == 0:  # already counted as an empty lattice
+                for key in words:
+                    words[key].append([])
+                continue
+            utt_lattice = k2.index_fsa(lattice, torch.tensor([i], dtype=torch.int32, device=lattice.device))
+            for method in methods:
+                lat, threshold = prune_lattice(utt_lattice, opts.max_lattice_arcs, opts.use_double_scores)
+                if threshold is not None:
+                    self.stats.add_pruned(method, utt, num_arcs, lat.num_arcs, threshold)
+                try:
+                    if method == "whole-lattice-rescoring":
+                        best = rescore_whole_lattice(lat, self.G_loops, opts.lm_scales, opts.use_double_scores)
+                        per_scale = {s: path_labels(p)[0] for s, p in best.items()}
+                    else:
+                        per_scale = self._rescore_nbest_retrying(lat, utt)
+                except (RuntimeError, MemoryError) as exc:
+                    self.stats.add_fallback(method, utt, f"{type(exc).__name__}: {exc}")
+                    per_scale = {s: one_best_ids[i] for s in opts.lm_scales}
+                for scale, ids in per_scale.items():
+                    words[f"{method}_lm_scale_{scale:g}"].append(ids)
+        return {key: [self._words(ids) for ids in seqs] for key, seqs in words.items()}
+
+    def _rescore_nbest_retrying(self, lattice, utt: str) -> Dict[float, List[int]]:
+        """N-best rescoring of one lattice; on failure retried with half the paths, down to one."""
+        num_paths = self.opts.num_paths
+        while True:
+            try:
+                best = rescore_nbest(lattice, self.G, self.opts, self.opts.lm_scales, num_paths=num_paths)
+                return {s: seqs[0] for s, seqs in best.items()}
+            except (RuntimeError, MemoryError) as exc:
+                if num_paths <= 1:
+                    raise
+                logging.warning(f"nbest-rescoring of {utt} with {num_paths} paths failed ({str(exc)[:200]}); "
+                                f"retrying with {num_paths // 2}")
+                num_paths //= 2

@@ -5,6 +5,11 @@
 #          --G-rescore data/lm/G_4_gram.fst.txt exp/avg.pt data/fbank/mini_cuts_test.jsonl.gz \
 #          data/lang_char exp/decode_test
 # Writes <decode-dir>/{ref,hyp}-SET*.txt, recogs-/errs-/wer-summary-SET files and log/decode.JOB.log.
+#
+# Markers: <decode-dir>/.done (after scoring succeeded; lists the methods decoded so far) and
+# <decode-dir>/split<nj>/<job>/.done.<method> per job and method. A rerun decodes only the methods (and
+# jobs) not done yet, so adding --methods decodes what is missing; <decode-dir>/decode_opts.txt records
+# every other setting, and when one changes everything is decoded again.
 set -euo pipefail
 
 cmd=run.pl
@@ -21,11 +26,17 @@ output_beam=8
 min_active_states=30
 max_active_states=10000
 num_paths=100
+nbest_scale=0.5
+max_lattice_frames=1500
+max_lattice_arcs=50000
+max_intersect_arcs=2000000
 cer=
 help_message="Usage: $0 [--cmd run.pl] [--nj N] [--methods greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring]
   [--test-set NAME] [--hlg HLG.pt] [--G-rescore G.fst.txt] [--lm-scales 0.5,0.8] [--max-duration 200]
   [--device cpu|cuda] [--search-beam 20] [--output-beam 8] [--min-active-states 30]
-  [--max-active-states 10000] [--num-paths 100] [--cer true|false] <model> <cuts> <lang-dir> <decode-dir>"
+  [--max-active-states 10000] [--num-paths 100] [--nbest-scale 0.5] [--max-lattice-frames 1500]
+  [--max-lattice-arcs 50000]
+  [--max-intersect-arcs 2000000] [--cer true|false] <model> <cuts> <lang-dir> <decode-dir>"
 
 . utils/parse_options.sh
 
@@ -47,6 +58,30 @@ fi
 sdata=$dir/split$nj
 mkdir -p "$dir/log" "$sdata"
 
+# Every setting but --methods and --cmd: a change invalidates all decoded parts.
+settings="model=$model $(stat -c 'size=%s mtime=%Y' "$model")
+cuts=$cuts nj=$nj
+lang_dir=$lang_dir hlg=$hlg G_rescore=$G_rescore lm_scales=$lm_scales
+test_set=$test_set max_duration=$max_duration device=$device
+search_beam=$search_beam output_beam=$output_beam min_active_states=$min_active_states max_active_states=$max_active_states
+num_paths=$num_paths nbest_scale=$nbest_scale max_lattice_frames=$max_lattice_frames max_lattice_arcs=$max_lattice_arcs max_intersect_arcs=$max_intersect_arcs"
+if [ -f "$dir/decode_opts.txt" ] && [ "$(cat "$dir/decode_opts.txt")" != "$settings" ]; then
+  echo "$0: settings differ from $dir/decode_opts.txt; decoding all methods again" >&2
+  rm -f "$dir/.done" "$sdata"/*/.done.* "$sdata"/*/hyp-*.txt "$dir"/{hyp,recogs,errs}-*.txt
+fi
+echo "$settings" > "$dir/decode_opts.txt"
+
+missing=
+for m in ${methods//,/ }; do
+  for j in $(seq 1 "$nj"); do
+    [ -f "$sdata/$j/.done.$m" ] || { missing="$missing $m"; break; }
+  done
+done
+if [ -z "$missing" ] && [ -f "$dir/.done" ]; then
+  echo "$0: $dir already has $methods decoded with these settings (see $dir/.done); nothing to do"
+  exit 0
+fi
+
 if [ ! -f "$sdata/.done" ]; then
   python - "$cuts" "$nj" "$sdata" <<'PYEOF'
 import sys
@@ -61,16 +96,32 @@ PYEOF
   touch "$sdata/.done"
 fi
 
-opts=(--lang-dir "$lang_dir" --methods "$methods" --test-set "$test_set" --max-duration "$max_duration"
+opts=(--lang-dir "$lang_dir" --test-set "$test_set" --max-duration "$max_duration"
       --device "$device" --search-beam "$search_beam" --output-beam "$output_beam"
       --min-active-states "$min_active_states" --max-active-states "$max_active_states"
-      --num-paths "$num_paths" --score false)
+      --num-paths "$num_paths" --nbest-scale "$nbest_scale" --max-lattice-frames "$max_lattice_frames"
+      --max-lattice-arcs "$max_lattice_arcs"
+      --max-intersect-arcs "$max_intersect_arcs" --score false)
 [ -n "$hlg" ] && opts+=(--hlg "$hlg")
 [ -n "$G_rescore" ] && opts+=(--G-rescore "$G_rescore")
 [ -n "$lm_scales" ] && opts+=(--lm-scales "$lm_scales")
 
-# A part whose .done exists is complete and is not decoded again.
-job_cmd="[ -f $sdata/JOB/.done ] || { python -m qnet.bin.decode --model $model --cuts $sdata/cuts.JOB.jsonl.gz --out-dir $sdata/JOB ${opts[*]} && touch $sdata/JOB/.done; }"
+# A job decodes the methods its part has no .done.<method> for, then marks them done.
+cat > "$sdata/decode_job.sh" <<EOF
+#!/usr/bin/env bash
+set -euo pipefail
+j=\$1
+todo=
+for m in ${methods//,/ }; do
+  [ -f $sdata/\$j/.done.\$m ] || todo=\$todo,\$m
+done
+[ -n "\$todo" ] || { echo "part \$j: $methods already decoded"; exit 0; }
+echo "part \$j: decoding \${todo#,}"
+python -m qnet.bin.decode --model $model --cuts $sdata/cuts.\$j.jsonl.gz --out-dir $sdata/\$j \\
+  --methods \${todo#,} ${opts[*]}
+for m in \${todo//,/ }; do touch $sdata/\$j/.done.\$m; done
+EOF
+job_cmd="bash $sdata/decode_job.sh JOB"
 launcher=${cmd%% *}
 if command -v "$launcher" >/dev/null 2>&1 || [ -x "$launcher" ]; then
   $cmd JOB=1:$nj "$dir/log/decode.JOB.log" "$job_cmd"
@@ -96,4 +147,7 @@ score_opts=()
 [ -n "$cer" ] && score_opts+=(--cer "$cer")
 [ -z "$cer" ] && [ ! -f "$lang_dir/bpe.model" ] && score_opts+=(--cer true)
 python -m qnet.bin.score --dir "$dir" --test-set "$test_set" "${score_opts[@]}"
-echo "$0: done; see $dir/wer-summary-$test_set.txt"
+# .done lists every method decoded with these settings (this run's and earlier runs').
+done_methods=$(for f in "$sdata"/1/.done.*; do echo "${f##*/.done.}"; done | sort | paste -sd, -)
+echo "methods=$done_methods" > "$dir/.done.tmp" && mv "$dir/.done.tmp" "$dir/.done"
+echo "$0: done ($done_methods); see $dir/wer-summary-$test_set.txt"

@@ -169,14 +169,11 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   log "Stage 7: decode $dev_parts $test_parts ($decode_methods)"
   for part in $dev_parts $test_parts; do
     dir=$model_dir/decode_$part
-    if [ -f "$dir/.done" ]; then
-      log "$dir is decoded ($dir/.done; remove $dir to decode again), skipping"; continue
-    fi
+    # steps/decode.sh keeps its own markers: it decodes only the methods $dir lacks
     # shellcheck disable=SC2086
     steps/decode.sh --cmd "$dec_cmd" --nj "$decode_nj" --device "$decode_device" \
       --methods "$decode_methods" --test-set "$part" --G-rescore "$lm_dir/G_4_gram.fst.txt" $decode_opts \
       "$avg_model" "$fbank_dir/${prefix}_cuts_$part.jsonl.gz" "$lang_dir" "$dir"
-    touch "$dir/.done"
   done
 fi
 

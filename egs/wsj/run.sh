@@ -155,15 +155,11 @@ fi
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   for dir in "${systems[@]}"; do
     for part in $dev_set $test_set; do
-      if [ -f "$dir/decode_$part/.done" ]; then
-        log "$dir/decode_$part is decoded (remove it to decode again), skipping"; continue
-      fi
       log "Stage 7: decode $part with $dir ($decode_methods)"
       # shellcheck disable=SC2086
       steps/decode.sh --cmd "$dec_cmd" --nj "$decode_nj" --device "$decode_device" \
         --methods "$decode_methods" --test-set "$part" --G-rescore "$lm_dir/G_4_gram.fst.txt" $decode_opts \
         "$dir/averaged-avg-$avg.pt" "$fbank_dir/${prefix}_cuts_$part.jsonl.gz" "$lang_dir" "$dir/decode_$part"
-      touch "$dir/decode_$part/.done"
     done
   done
 fi

@@ -42,6 +42,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-active-states", type=int, default=10000)
     p.add_argument("--num-paths", type=int, default=100, help="n-best rescoring: paths sampled")
     p.add_argument("--nbest-scale", type=float, default=0.5, help="n-best rescoring: lattice score scale")
+    p.add_argument("--max-lattice-frames", type=int, default=1500,
+                   help="output frames per lattice-generation call (memory bound on flat posteriors)")
+    p.add_argument("--max-lattice-arcs", type=int, default=50_000,
+                   help="rescoring: a lattice with more arcs is pruned by arc posteriors first (memory bound)")
+    p.add_argument("--max-intersect-arcs", type=int, default=2_000_000,
+                   help="n-best rescoring: estimated arcs of one lattice x paths intersection (memory bound)")
     p.add_argument("--lm-scales", default=",".join(f"{s:g}" for s in DEFAULT_LM_SCALES),
                    help="comma list of LM scales for rescoring")
     p.add_argument("--modified-ctc-topo", type=str2bool, default=False, help="H for ctc-decoding")
@@ -105,6 +111,8 @@ def main(argv=None) -> None:
     opts = DecodeOptions(
         search_beam=args.search_beam, output_beam=args.output_beam, min_active_states=args.min_active_states,
         max_active_states=args.max_active_states, num_paths=args.num_paths, nbest_scale=args.nbest_scale,
+        max_lattice_arcs=args.max_lattice_arcs, max_intersect_arcs=args.max_intersect_arcs,
+        max_lattice_frames=args.max_lattice_frames,
         lm_scales=[float(s) for s in args.lm_scales.split(",") if s],
     )
     methods = [m for m in args.methods.split(",") if m]

@@ -4,16 +4,21 @@ ConvASRDecoder), in small torchaudio-style modules.
 Shapes: B batch, T frames, F feature bins, C channels, V output tokens (blank = 0).
 Modules inside the encoder work on (B, C, T); the model's boundary is (B, T, F) -> (B, T', V).
 
-Padding. NeMo's MaskedConv1d zeroes padded frames before *every* conv. Here:
-- before every conv with kernel > 1 the padded frames are always zeroed: such a conv mixes neighbouring
-  frames, so padding values would leak into the last valid frames;
-- before 1x1 convs (pointwise, residual projection, C3, decoder) it is done only in training mode. A 1x1
-  conv, eval-mode BatchNorm, ReLU and eval-mode dropout are all frame-local maps, so in eval mode the
-  values in padded frames can never reach a valid frame except through a kernel > 1 conv, which zeroes
-  them first; skipping the mask there changes no valid output (tests/test_model.py checks that a padded
-  batch gives each utterance exactly its stand-alone output). In training mode BatchNorm takes its batch
-  statistics over all frames, padded ones included (as NeMo does), so there the mask is kept to get the
-  same statistics as NeMo (the test compares with a mask-everywhere reference).
+Padding. NeMo's MaskedConv1d zeroes padded frames before *every* conv. Here the encoder zeroes them once
+in its input, and every sub-block zeroes them in its output (in the block, before the ReLU, with which the
+mask commutes), so every conv sees zeroed padding, which is all NeMo's mask does, with one mask per
+sub-block. In training mode BatchNorm takes its batch statistics over all frames, padded ones included
+(as NeMo does): a separable sub-block's pointwise conv output is then zeroed on padded frames (NeMo zeroes
+its input; a 1x1 conv without bias commutes with that), a full conv's output is not (nor is NeMo's).
+Outputs and gradients equal the mask-before-every-conv formulation to float rounding (tests/test_model.py
+compares with it in training mode; eval mode is checked for padding invariance).
+
+Speed (CPU). The encoder keeps its (B, C, T) tensors in (B, T, C) memory ("frame-major"): the input is
+`feats.transpose(1, 2)` and every conv runs as a conv2d on the (B, C, 1, T) view, which is channels-last
+and so takes oneDNN's fast paths and keeps that layout; BatchNorm uses the same view. Dilated depthwise
+convs are rewritten as undilated ones over the interleaved phases (oneDNN has no fast dilated depthwise
+kernel), and in eager training the depthwise weight gradient is computed as a depthwise correlation
+(`depthwise_weight_grad`). bench/bench_model_cpu_profile.py measures this against an older copy.
 """
 
 from typing import List, Optional, Tuple
@@ -233,7 +238,7 @@ class ConvBN(nn.Module):
                 dilation=spec.dilation, bias=False,
             )
         self.norm = TimeBatchNorm(out_channels, eps=bn_eps, momentum=bn_momentum)
-        # Whether `conv` mixes frames.
+        # Whether `conv` mixes frames; whether the sub-block changes the number of frames.
         self.conv_mixes_frames = self.depthwise is None and spec.kernel > 1
         self.changes_length = not (spec.stride == 1 and 2 * pad == spec.dilation * (spec.kernel - 1))
 
@@ -244,8 +249,8 @@ class ConvBN(nn.Module):
             x = conv_over_time(x, self.conv.weight, self.conv.bias, 1, 0, 1, 1)
             if self.training and self.kernel > 1:
                 # NeMo masks the pointwise conv's input, so BatchNorm's batch statistics see zeros on the
-                # padded frames; a 1x1 conv without bias commutes with the mask, so mask its output in
-                # place (a conv's backward does not need its output).
+                # padded frames; a 1x1 conv without bias commutes with the mask, so its output is masked
+                # instead (the depthwise output is not needed elsewhere).
                 x = x * frame_mask(lens, x.size(2), x.dtype)
         else:
             # The input is already zero on padded frames, which is all NeMo's mask-before-conv does.
@@ -274,8 +279,9 @@ class QuartzNetBlock(nn.Module):
     input is added after the last BatchNorm, before the last ReLU + dropout (NeMo JasperBlock, mode 'add').
 
     Input x (B, C_in, T) zero on padded frames, lens (B,); output (B, C_out, T') zero on padded frames,
-    lens (B,). Every sub-block output is zeroed on padded frames (in place, before its ReLU, which commutes
-    with it): that is NeMo's mask before the next conv, done once per sub-block.
+    lens (B,). Every sub-block output is zeroed on padded frames before its ReLU (they commute): that is
+    NeMo's mask before the next conv, done once per sub-block. (Out of place: in-place ops on these conv /
+    BatchNorm output views make autograd copy them back in backward, which costs more than it saves.)
     """
 
     def __init__(self, in_channels: int, spec: BlockSpec, bn_eps: float = 1e-3, bn_momentum: float = 0.1):
