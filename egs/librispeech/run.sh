@@ -64,25 +64,7 @@ decode_nj=4
 decode_device=cpu              # cpu | cuda
 decode_opts=""                 # more steps/decode.sh options, e.g. "--lm-scales 0.5,0.7,0.9"
 
-help_message="Usage: $0 [--name value] ...   the options and their defaults:
-$(awk '/^help_message=/ {exit} /^stage=/ {f = 1} f && match($0, /^[a-z0-9_]+=/) {
-  n = substr($0, 1, RLENGTH - 1); gsub("_", "-", n); print "  --" n " " substr($0, RLENGTH + 1)}' "$0")"
-
-log() {
-  # date, the calling line and the message (as icefall/ESPnet recipes do)
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
-
-../../tools/setup.sh
-. ./path.sh
-. ./cmd.sh
-. utils/parse_options.sh
-
-if [ $# -ne 0 ]; then
-  echo "$help_message" >&2
-  exit 1
-fi
+. utils/recipe_init.sh   # setup, path.sh, cmd.sh, options (every variable above), log
 
 prefix=librispeech
 if [ "$bpe_size" -gt 0 ]; then lang_dir=$data_dir/lang_bpe_$bpe_size; else lang_dir=$data_dir/lang_char; fi

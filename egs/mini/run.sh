@@ -30,24 +30,7 @@ synth_opts=""        # more local/mini_synth.sh --synth-opts, e.g. "--num-train 
 data_dir=data
 exp_dir=exp
 
-help_message="Usage: $0 [--name value] ...   the options and their defaults:
-$(awk '/^help_message=/ {exit} /^stage=/ {f = 1} f && match($0, /^[a-z0-9_]+=/) {
-  n = substr($0, 1, RLENGTH - 1); gsub("_", "-", n); print "  --" n " " substr($0, RLENGTH + 1)}' "$0")"
-
-log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
-
-../../tools/setup.sh
-. ./path.sh
-. ./cmd.sh
-. utils/parse_options.sh
-
-if [ $# -ne 0 ]; then
-  echo "$help_message" >&2
-  exit 1
-fi
+. utils/recipe_init.sh   # setup, path.sh, cmd.sh, options (every variable above), log
 
 if $smoke; then
   sfx=_smoke; title="qnet mini recipe (smoke run: a few steps; the targets are not expected to be met)"
