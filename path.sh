@@ -16,5 +16,8 @@ export PATH=$QNET_ROOT/utils:$QNET_ROOT/steps:$QNET_ROOT/tools/kenlm/bin:$PATH
 export PYTHONPATH=$QNET_ROOT${PYTHONPATH:+:$PYTHONPATH}
 export LC_ALL=C
 export PYTHONUNBUFFERED=1
+# torch 1.13 ships MKL 2020, which picks a slow code path on AMD CPUs (2.6x slower matmuls measured on
+# our machines, bench/README.md); this switch is harmless there and is not set on Intel (AVX-512 path).
+if grep -q AuthenticAMD /proc/cpuinfo 2>/dev/null; then export MKL_DEBUG_CPU_TYPE=5; fi
 # Python's protobuf fallback avoids a known segfault with tensorboard + sentencepiece (icefall#674).
 export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python

@@ -54,8 +54,10 @@ def test_recipe_layout(recipe):
     run_sh = d / "run.sh"
     assert os.access(run_sh, os.X_OK)
     text = run_sh.read_text()
-    assert "set -euo pipefail" in text and "../../tools/setup.sh" in text
-    assert ". utils/parse_options.sh" in text and ". ./path.sh" in text and ". ./cmd.sh" in text
+    assert "set -euo pipefail" in text and ". utils/recipe_init.sh" in text
+    init = (ROOT / "utils" / "recipe_init.sh").read_text()
+    assert "../../tools/setup.sh" in init
+    assert ". utils/parse_options.sh" in init and ". ./path.sh" in init and ". ./cmd.sh" in init
     r = subprocess.run(["bash", "-n", str(run_sh)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
