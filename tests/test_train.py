@@ -151,9 +151,9 @@ def test_finetune_keeps_encoder_and_reinitializes_decoder(corpus, tmp_path):
 
 
 def test_finetune_from_nemo_archive():
-    nemo = ROOT.parent / "shared" / "fixtures" / "nemo" / "qn5x5_random.nemo"
-    if not nemo.is_file():
-        pytest.skip("NeMo fixture not available")
+    from model_helpers import nemo_fixture_dir
+
+    nemo = nemo_fixture_dir() / "qn5x5_random.nemo"
     from qnet.checkpoint import nemo_config
     from qnet.nemo import import_nemo
 

@@ -176,8 +176,9 @@ def depthwise_conv_over_time(
     batch, channels, frames = x.shape
     phase_frames = (frames + dilation - 1) // dilation
     x_btc = x.transpose(1, 2)
-    if phase_frames * dilation != frames:  # zero frames to a multiple of D (the conv pads with zeros anyway)
-        x_btc = F.pad(x_btc, (0, 0, 0, phase_frames * dilation - frames))
+    # Zero frames up to a multiple of D (the conv pads with zeros anyway). Unconditional, even when the pad is
+    # empty, so that a traced model (export) stays right for frame counts of the other parity.
+    x_btc = F.pad(x_btc, (0, 0, 0, phase_frames * dilation - frames))
     phases = x_btc.reshape(batch, phase_frames, dilation * channels).transpose(1, 2)  # (B, D * C, T / D)
     y = _depthwise_conv(phases, weight.repeat(dilation, 1, 1), 1, padding // dilation, 1)
     y = y.transpose(1, 2).reshape(batch, phase_frames * dilation, channels)  # (B, T_padded, C)
