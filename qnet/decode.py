@@ -116,17 +116,23 @@ def get_lattice(log_probs: torch.Tensor, lens: torch.Tensor, graph, opts: Decode
     return k2.connect(k2.index_fsa(lattice, inverse.to(torch.int32).to(lattice.device)))
 
 
-def frame_groups(num_frames: List[int], max_frames: int) -> List[range]:
-    """Consecutive ranges of utterances with at most `max_frames` frames in all (>= 1 utterance each)."""
+def consecutive_groups(costs: Sequence[int], budget: int) -> List[range]:
+    """Split items into consecutive ranges whose summed cost stays within `budget`; an item is never split,
+    so a range holding a single over-budget item is allowed (every range has >= 1 item)."""
     groups, lo, total = [], 0, 0
-    for i, n in enumerate(num_frames):
-        if i > lo and total + n > max_frames:
+    for i, cost in enumerate(costs):
+        if i > lo and total + cost > budget:
             groups.append(range(lo, i))
             lo, total = i, 0
-        total += n
-    if lo < len(num_frames):
-        groups.append(range(lo, len(num_frames)))
+        total += cost
+    if lo < len(costs):
+        groups.append(range(lo, len(costs)))
     return groups
+
+
+def frame_groups(num_frames: List[int], max_frames: int) -> List[range]:
+    """Consecutive ranges of utterances with at most `max_frames` frames in all (>= 1 utterance each)."""
+    return consecutive_groups(num_frames, max_frames)
 
 
 def num_arcs_per_fsa(fsas) -> List[int]:
@@ -231,16 +237,7 @@ def nbest_chunks(arcs_of_seq: List[int], max_arcs: int) -> List[range]:
     """Consecutive ranges of n-best paths whose intersection with their lattice stays under `max_arcs`
     arcs (estimated as lattice arcs x 2 per path: the reachable (lattice state, word position) pairs of
     one path measured 1.6-1.9 x the lattice arcs); a path is never split, so a chunk has >= 1 path."""
-    chunks, lo, total = [], 0, 0
-    for i, arcs in enumerate(arcs_of_seq):
-        cost = 2 * arcs
-        if i > lo and total + cost > max_arcs:
-            chunks.append(range(lo, i))
-            lo, total = i, 0
-        total += cost
-    if lo < len(arcs_of_seq):
-        chunks.append(range(lo, len(arcs_of_seq)))
-    return chunks
+    return consecutive_groups([2 * arcs for arcs in arcs_of_seq], max_arcs)
 
 
 def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float],
