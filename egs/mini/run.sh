@@ -24,8 +24,9 @@ seed=0               # synthesis seed (same seed -> same corpus)
 nj=2                 # parallel jobs (synthesis, features, decoding)
 model=               # model pretrained in stage 1 and trained from scratch in stage 2 (default: mini; smoke: tiny)
 avg=                 # epochs averaged in both recipes (default: 2; smoke: 1)
-ls_opts=""           # more egs/librispeech/run.sh options, e.g. "--num-epochs 40"
-wsj_opts=""          # more egs/wsj/run.sh options, e.g. "--finetune-lr 0.005"
+ls_opts=""           # more egs/librispeech/run.sh options, e.g. "--num-epochs 40" (split on spaces: for
+                     # values with spaces pass "--config FILE", which overrides conf/librispeech.conf)
+wsj_opts=""          # more egs/wsj/run.sh options, e.g. "--finetune-lr 0.005" (same rule; "--config FILE")
 synth_opts=""        # more local/mini_synth.sh --synth-opts, e.g. "--num-train 2000"
 data_dir=data
 exp_dir=exp
