@@ -422,13 +422,6 @@ def deploy_config(model: QuartzNet, fold_bn: bool, formats: Sequence[str], opset
     }
 
 
-def _umask_mode(path: Path) -> None:
-    """Give a file written through a private temporary file (mode 0600) the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def export_model(
     model: QuartzNet,
     out_dir: PathLike,
@@ -478,6 +471,4 @@ def export_model(
     config["max_abs_diff_vs_eager"] = diffs
     atomic_write_text(out_dir / "deploy.json", json.dumps(config, indent=2) + "\n")
     files.append(out_dir / "deploy.json")
-    for path in files:
-        _umask_mode(path)
     return {"files": [str(f) for f in files], "max_diff": diffs}
