@@ -4,6 +4,8 @@ default beam (100) with the same ARPA.
 
     . path.sh && nice python bench/bench_decode.py [--num-utts 200] [--work-dir /tmp/bench_decode]
     nice python bench/bench_decode.py --log-probs exp/test_log_probs.pt   # a real model's outputs
+    nice python bench/bench_decode.py --model egs/mini/exp/librispeech/quartznet_mini_lang_char/averaged-avg-2.pt \
+        --cuts egs/mini/data/librispeech/fbank/librispeech_cuts_test-clean.jsonl.gz --repeats 3 --blank-skip 0.999
 
 Without --log-probs, the log-probs are synthetic "peaky" CTC outputs made from held-out sentences of the
 synthetic NARRATIVE domain (qnet.corpus.textgen): each character gets 1-3 frames then 1-4 blank frames,
@@ -11,7 +13,12 @@ frame logits are noisy, and a fraction of characters peak on a wrong letter (a c
 decoding makes realistic spelling errors. The LMs (3-gram for HLG and pyctcdecode, 4-gram for rescoring)
 are trained with lmplz on separate sentences of the same domain, so some test words are OOV.
 --log-probs takes a torch file {"log_probs": [(T, V) tensors], "texts": [reference strings]} of a char
-model (frames of 20 ms assumed for the real-time factor).
+model (frames of 20 ms assumed for the real-time factor). --model + --cuts make that file from a trained
+char model and cuts with stored features (the network's time is not counted), cached in --work-dir.
+
+--repeats N times HLG 1best (each --blank-skip threshold too) and pyctcdecode N times, round after
+round, and prints each one's median RTF, its spread (min-max) and the per-round speed ratio against
+pyctcdecode: on a shared machine only ratios measured side by side mean anything.
 
 RTF = decoding seconds / audio seconds (frames * 0.02 s), one CPU thread, after a warm-up.
 """
@@ -19,6 +26,7 @@ RTF = decoding seconds / audio seconds (frames * 0.02 s), one CPU thread, after 
 import argparse
 import logging
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -93,21 +101,51 @@ def wer(refs: List[str], hyps: List[str]) -> float:
     return counts.rate
 
 
-def run_qnet(methods: List[str], lang: Path, G4: Path, log_probs, refs, batch_size: int, lm_scales):
-    """{result key: (hyps, seconds)} for each method, decoded in batches."""
+def model_log_probs(model_path: str, cuts_path: str, cache_dir: Path, max_utts: int = 0):
+    """(log-probs [(T, V)], reference texts) of a char model on cuts with stored features; cached."""
+    import hashlib
+
+    key = hashlib.sha1(f"{Path(model_path).resolve()} {Path(model_path).stat().st_mtime} "
+                       f"{Path(cuts_path).resolve()} {max_utts}".encode()).hexdigest()[:12]
+    cache = cache_dir / f"log_probs_{key}.pt"
+    if cache.is_file():
+        saved = torch.load(cache)
+        return saved["log_probs"], saved["texts"]
+    from qnet.data import cut_text, load_cuts
+    from qnet.model import load_model
+    from qnet.utils import atomic_torch_save
+
+    model = load_model(model_path).eval()
+    log_probs, texts = [], []
+    for i, cut in enumerate(load_cuts(cuts_path)):
+        if max_utts and i >= max_utts:
+            break
+        feats = torch.from_numpy(cut.load_features()).unsqueeze(0)
+        with torch.no_grad():
+            lp, lens = model(feats, torch.tensor([feats.shape[1]]))
+        log_probs.append(lp[0, : int(lens[0])].clone())
+        texts.append(cut_text(cut))
+    atomic_torch_save({"log_probs": log_probs, "texts": texts, "model": model_path, "cuts": cuts_path}, cache)
+    return log_probs, texts
+
+
+def run_qnet(methods: List[str], lang: Path, G4: Path, log_probs, refs, batch_size: int, lm_scales,
+             label: str = "", nnlm=None, **opts):
+    """{result key + label: (hyps, seconds)} for each method, decoded in batches with DecodeOptions `opts`."""
     from qnet.decode import Decoder, DecodeOptions
     from qnet.tokens import CharTokenizer
 
     results = {}
     for method in methods:
-        dec = Decoder([method], CharTokenizer(), lang, G_rescore=G4, opts=DecodeOptions(lm_scales=lm_scales))
+        dec = Decoder([method], CharTokenizer(), lang, G_rescore=G4, nnlm=nnlm,
+                      opts=DecodeOptions(lm_scales=lm_scales, **opts))
         # warm-up on one batch (graph loading, allocator)
         _decode_all(dec, log_probs[:batch_size], batch_size)
         start = time.perf_counter()
         hyps = _decode_all(dec, log_probs, batch_size)
         elapsed = time.perf_counter() - start
         for key, h in hyps.items():
-            results[key] = (h, elapsed)
+            results[key + label] = (h, elapsed)
         if dec.stats.empty or dec.stats.fallback or dec.stats.pruned:
             logging.warning(f"{method}: {dec.stats.summary()}")
     return results
@@ -149,7 +187,16 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--lm-scales", default="0.5,0.8,1.0,1.2")
     p.add_argument("--log-probs", default=None, help="real model outputs (see the module docstring)")
+    p.add_argument("--model", default=None, help="with --cuts: log-probs of this char model (see above)")
+    p.add_argument("--cuts", default=None, help="cuts with stored features for --model")
+    p.add_argument("--max-utts", type=int, default=0, help="--model/--cuts: the first N cuts only (0: all)")
     p.add_argument("--skip-nbest", action="store_true")
+    p.add_argument("--nnlm", default=None, help="add nnlm-rescoring rows with this nnlm.pt (qnet.bin.train_nnlm)")
+    p.add_argument("--nnlm-scales", default="0,0.2,0.4,0.6,0.8,1.0")
+    p.add_argument("--skip-rescoring", action="store_true", help="no whole-lattice/n-best rows")
+    p.add_argument("--blank-skip", default="", help="comma list of blank-skip thresholds for extra 1best rows")
+    p.add_argument("--repeats", type=int, default=1, help="timing rounds of 1best rows and pyctcdecode")
+    p.add_argument("--beam-width", type=int, default=100, help="pyctcdecode beam")
     args = p.parse_args(argv)
 
     from qnet.corpus.textgen import generate_splits
@@ -162,7 +209,14 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     splits, lm_sentences = generate_splits("narrative", 1234, {"test": args.num_utts}, args.num_lm_sentences)
     lm_sentences = [normalize_text(s)[0] for s in lm_sentences]
-    if args.log_probs:
+    if args.model or args.cuts:
+        if not (args.model and args.cuts):
+            p.error("--model and --cuts go together")
+        log_probs, texts = model_log_probs(args.model, args.cuts, work, args.max_utts)
+        log_probs = [x.float() for x in log_probs]
+        refs = [normalize_text(t)[0] for t in texts]
+        source = f"{args.model} on {args.cuts}"
+    elif args.log_probs:
         saved = torch.load(args.log_probs)
         log_probs = [x.float() for x in saved["log_probs"]]
         refs = [normalize_text(t)[0] for t in saved["texts"]]
@@ -177,12 +231,29 @@ def main(argv=None) -> None:
     audio_s = sum(x.shape[0] for x in log_probs) * FRAME_SECONDS
     lm_scales = [float(s) for s in args.lm_scales.split(",")]
 
-    methods = ["greedy", "ctc-decoding", "1best", "whole-lattice-rescoring"]
-    if not args.skip_nbest:
-        methods.append("nbest-rescoring")
+    methods = ["greedy", "ctc-decoding"]
+    if not args.skip_rescoring:
+        methods.append("whole-lattice-rescoring")
+        if not args.skip_nbest:
+            methods.append("nbest-rescoring")
     results = run_qnet(methods, lang, G4, log_probs, refs, args.batch_size, lm_scales)
-    hyps, seconds = run_pyctcdecode(arpa3, log_probs)
-    results["pyctcdecode beam=100 (3-gram, alpha=0.5 beta=1.5)"] = (hyps, seconds)
+    if args.nnlm:
+        results.update(run_qnet(["nnlm-rescoring"], lang, G4, log_probs, refs, args.batch_size, lm_scales,
+                                nnlm=args.nnlm, nnlm_scales=[float(s) for s in args.nnlm_scales.split(",")]))
+    # The head-to-head rows, timed round after round: HLG 1best (plain and with blank skipping) and pyctcdecode.
+    pyctc = f"pyctcdecode beam={args.beam_width} (3-gram, alpha=0.5 beta=1.5)"
+    variants = [("", {})] + [(f" (blank skip {t})", {"blank_skip_threshold": float(t)})
+                             for t in args.blank_skip.split(",") if t]
+    rounds: Dict[str, List[float]] = {}
+    for _ in range(args.repeats):
+        for label, opts in variants:
+            for key, (h, secs) in run_qnet(["1best"], lang, G4, log_probs, refs, args.batch_size, lm_scales,
+                                           label, **opts).items():
+                results[key] = (h, secs)
+                rounds.setdefault(key, []).append(secs)
+        hyps, seconds = run_pyctcdecode(arpa3, log_probs, args.beam_width)
+        results[pyctc] = (hyps, seconds)
+        rounds.setdefault(pyctc, []).append(seconds)
 
     import platform
 
@@ -192,7 +263,16 @@ def main(argv=None) -> None:
           f"{torch.get_num_threads()} thread (shared 2-core box: timings are noisy)")
     print(f"{'method':58s} {'WER%':>7s} {'RTF':>9s}  (rescoring: time covers all {len(lm_scales)} scales)")
     for key, (h, secs) in results.items():
+        if key in rounds:
+            secs = statistics.median(rounds[key])
         print(f"{key:58s} {wer(refs, h):7.2f} {secs / audio_s:9.5f}")
+    if args.repeats > 1:
+        print(f"# {args.repeats} timing rounds: median RTF [min-max], and speed vs pyctcdecode in the same round "
+              f"(pyctcdecode seconds / this row's seconds): median [min-max]")
+        for key, times in rounds.items():
+            speed = [p / t for p, t in zip(rounds[pyctc], times)]
+            print(f"{key:58s} RTF {statistics.median(times) / audio_s:.5f} [{min(times) / audio_s:.5f}-"
+                  f"{max(times) / audio_s:.5f}]  x{statistics.median(speed):.2f} [{min(speed):.2f}-{max(speed):.2f}]")
     sys.stdout.flush()
 
 

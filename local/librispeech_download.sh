@@ -31,17 +31,7 @@ fi
 
 mkdir -p "$dl_dir"
 if [ -n "$corpus_dir" ]; then
-  if [ ! -d "$corpus_dir" ]; then
-    echo "$0: --corpus-dir $corpus_dir does not exist" >&2
-    exit 1
-  fi
-  abs=$(cd "$corpus_dir" && pwd)
-  if [ -e "$target" ] && [ "$(cd "$target" && pwd -P)" != "$(cd "$abs" && pwd -P)" ]; then
-    echo "$0: $target exists and is not $corpus_dir; remove it or drop --corpus-dir" >&2
-    exit 1
-  fi
-  [ -e "$target" ] || ln -s "$abs" "$target"
-  echo "$0: using the existing copy $abs as $target"
+  utils/link_corpus.sh "$corpus_dir" "$target"
 fi
 
 missing=

@@ -14,6 +14,8 @@
 #                 <lm-dir>/G_4_gram.fst.txt 4-gram for rescoring (openslr 4-gram, lmplz -o 4, or
 #                                           --arpa-rescore; with --source arpa and no --arpa-rescore,
 #                                           lmplz -o 4 on --text)
+#   --phase lm-text                         the LM text itself, for the neural LM: --text, or
+#                                           <dl-dir>/librispeech-lm-norm.txt.gz downloaded from --url
 #
 # Usage: local/librispeech_lm.sh [options] <manifest-dir> <lm-dir>
 #   e.g. local/librispeech_lm.sh --phase text --parts "train-clean-100" data/manifests data/lm
@@ -36,7 +38,7 @@ arpa_hlg=              # --source arpa: the ARPA (plain or .gz) for HLG
 arpa_rescore=          # --source arpa: the ARPA for rescoring (default: lmplz -o 4 on --text)
 lang_dir=              # --phase lm: the lang dir whose words.txt G uses
 
-help_message="Usage: $0 [--phase text|lm] [--source auto|openslr|lmplz|arpa] [--url URL] [--dl-dir DIR] [--text FILE]
+help_message="Usage: $0 [--phase text|lm|lm-text] [--source auto|openslr|lmplz|arpa] [--url URL] [--dl-dir DIR] [--text FILE]
   [--prefix librispeech] [--parts \"train parts\"] [--supervisions \"files\"] [--vocab-size N]
   [--prune-hlg \"0 1 1\"] [--prune-rescore \"\"] [--arpa-hlg FILE] [--arpa-rescore FILE] [--lang-dir DIR]
   <manifest-dir> <lm-dir>"
@@ -161,8 +163,15 @@ lm)
     steps/train_lm.sh --order 4 --prune "$prune_rescore" --name G_4_gram "$text" "$lang_dir" "$lm_dir"
   fi
   ;;
+lm-text)
+  if [ -n "$text" ]; then
+    [ -f "$text" ] || { echo "$0: --text $text is missing" >&2; exit 1; }
+  else
+    fetch "$url/librispeech-lm-norm.txt.gz" "$default_text"
+  fi
+  ;;
 *)
-  echo "$0: --phase must be text or lm, not '$phase'" >&2
+  echo "$0: --phase must be text, lm or lm-text, not '$phase'" >&2
   exit 1 ;;
 esac
 touch "$marker"

@@ -3,9 +3,11 @@
 #
 # Usage: local/wsj_data_prep.sh [--sets "train_si284 test_dev93 test_eval92"] [--max-duration 16.7]
 #                               --wsj0 <dir> --wsj1 <dir> <manifest-dir>
-#   <dir>: the folder holding the discs (11-1.1 ... 11-13.1 / 13-1.1 ... 13-34.1), a disc itself,
-#          or a flattened copy (CORPUS/wsj0, CORPUS/wsj1). Shorten-compressed audio needs sph2pipe
-#          (`lhotse install-sph2pipe`); this is checked before anything is written.
+#   <dir>: the folder holding the discs (wsj0: 11-1.1 ... 11-14.1 ..., eval92's audio is on 11-14.1;
+#          wsj1: 13-1.1 ... 13-34.1; also named 11_1.1, or one level down as LDC93S6B/csr_1/11-1.1),
+#          a disc itself, or a flattened copy (CORPUS/wsj0, CORPUS/wsj1; the same CORPUS may be given
+#          twice). Shorten-compressed audio needs sph2pipe (`lhotse install-sph2pipe`); this is checked
+#          for every set before anything is written.
 # Writes <manifest-dir>/wsj_{recordings,supervisions}_<set>.jsonl.gz, wsj_<set>.report.txt,
 # wsj_lm_text.txt, wsj_ldc_lm/*.arpa.gz and <manifest-dir>/.wsj.done.
 set -euo pipefail

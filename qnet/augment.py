@@ -1,4 +1,5 @@
-"""Feature augmentation modules for `model.augment`: NeMo's SpecCutout and SpecAugment-style strips.
+"""Feature augmentation modules for `model.augment`: NeMo's SpecCutout, SpecAugment-style strips and a
+VTLP-style frequency warp (a random vocal-tract length per utterance, against unseen voices).
 
 Each module is called as `augment(x, lens)` on normalized features x (B, T, F) with valid lengths
 lens (B,), returns a tensor of the same shape, and does nothing in eval mode. Random numbers come
@@ -113,6 +114,57 @@ class SpecAugment(nn.Module):
         return x.masked_fill(time_mask[:, :, None] | freq_mask[:, None, :], 0.0)
 
 
+class FreqWarp(nn.Module):
+    """Vocal-tract-length perturbation on mel features: each utterance's spectrum is warped as
+    X'(f) = X(f / alpha), alpha ~ U[1 - max_warp, 1 + max_warp], i.e. its formants move by the factor
+    alpha (speed perturbation also moves them, but changes the tempo with them).
+
+    Works on the mel bins directly: output bin b takes the value at the (fractional) mel position of
+    f_b / alpha, linearly interpolated between the neighbouring bins and clamped at the band edges. The
+    bin centre frequencies are those of `qnet.features.mel_filterbank` (Slaney scale, fmin..fmax).
+    """
+
+    def __init__(self, max_warp: float = 0.1, num_bins: int = 64, sampling_rate: int = 16000,
+                 fmin: float = 0.0, fmax: Optional[float] = None):
+        super().__init__()
+        if not 0.0 <= max_warp < 1.0:
+            raise ValueError(f"FreqWarp max_warp must be in [0, 1), got {max_warp}")
+        from qnet.features import _hz_to_mel_slaney, _mel_to_hz_slaney
+
+        import numpy as np
+
+        fmax = sampling_rate / 2.0 if fmax is None else fmax
+        lo, hi = float(_hz_to_mel_slaney(np.array(fmin))), float(_hz_to_mel_slaney(np.array(fmax)))
+        mel_points = np.linspace(lo, hi, num_bins + 2)
+        self.max_warp = max_warp
+        self.num_bins = num_bins
+        self._to_mel = _hz_to_mel_slaney
+        self._mel_lo = lo
+        self._mel_step = (hi - lo) / (num_bins + 1)
+        self._centers_hz = _mel_to_hz_slaney(mel_points[1:-1])  # (F,) float64
+
+    def extra_repr(self) -> str:
+        return f"max_warp={self.max_warp}, num_bins={self.num_bins}"
+
+    def forward(self, x: torch.Tensor, lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, T, F) -> (B, T, F), each utterance warped by its own alpha (training only)."""
+        if not self.training or self.max_warp == 0.0:
+            return x
+        batch, num_frames, num_bins = x.shape
+        if num_bins != self.num_bins:
+            raise ValueError(f"FreqWarp was built for {self.num_bins} mel bins, got features with {num_bins}")
+        alpha = 1.0 + (2.0 * torch.rand(batch, dtype=torch.float64) - 1.0) * self.max_warp  # (B,)
+        src_hz = self._centers_hz[None, :] / alpha.numpy()[:, None]  # (B, F)
+        pos = (self._to_mel(src_hz) - self._mel_lo) / self._mel_step - 1.0  # fractional bin index
+        pos = torch.from_numpy(pos).clamp_(0.0, num_bins - 1.0).to(x.device, torch.float32)
+        lo = pos.floor().to(torch.long)
+        hi = (lo + 1).clamp(max=num_bins - 1)
+        frac = (pos - lo.to(pos.dtype))[:, None, :].to(x.dtype)  # (B, 1, F)
+        x_lo = x.gather(2, lo[:, None, :].expand(batch, num_frames, num_bins))
+        x_hi = x.gather(2, hi[:, None, :].expand(batch, num_frames, num_bins))
+        return x_lo + frac * (x_hi - x_lo)
+
+
 class AugmentChain(nn.Module):
     """Applies its modules in order as `m(x, lens)`; with no modules it is the identity."""
 
@@ -137,9 +189,13 @@ def build_augment(
     freq_width: int = 15,
     time_masks: int = 2,
     time_width: Union[int, float] = 55,
+    freq_warp: float = 0.0,
+    num_bins: int = 64,
 ) -> AugmentChain:
-    """The augmentation chain for `model.augment` (SpecAugment strips first, then SpecCutout)."""
+    """The augmentation chain for `model.augment` (frequency warp, SpecAugment strips, then SpecCutout)."""
     modules: List[nn.Module] = []
+    if freq_warp > 0.0:
+        modules.append(FreqWarp(freq_warp, num_bins))
     if spec_augment:
         modules.append(SpecAugment(freq_masks, freq_width, time_masks, time_width))
     if spec_cutout:

@@ -20,14 +20,14 @@ import logging
 import random
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from qnet.tokens import TokenTable
+from qnet.utils import PathLike
 
-PathLike = Union[str, Path]
 
 _EPOCH_RE = re.compile(r"^epoch-(\d+)\.pt$")
 _STEP_RE = re.compile(r"^checkpoint-(\d+)\.pt$")

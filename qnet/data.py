@@ -22,7 +22,8 @@ without loading them, so a restarted run sees exactly the batches it had not tra
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -33,26 +34,34 @@ from qnet.tokens import NormalizationStats
 FRAME_SHIFT = 0.01  # seconds; NeMo mel features (10 ms hop)
 
 
-def _torch_sampler_compat() -> None:
-    """lhotse >= 1.2x calls `torch.utils.data.Sampler.__init__()` without `data_source`, which torch
-    < 2.1 requires (its body ignores it). Give the argument a default on those versions."""
-    sampler_init = torch.utils.data.Sampler.__init__
-    if getattr(sampler_init, "_qnet_compat", False):
-        return
-    import inspect
-
-    param = inspect.signature(sampler_init).parameters.get("data_source")
-    if param is None or param.default is not inspect.Parameter.empty:
-        return
+class _SamplerInitCompat(torch.utils.data.Sampler):
+    """Mixin for qnet's lhotse samplers: lhotse >= 1.2x calls `torch.utils.data.Sampler.__init__()`
+    without `data_source`, which torch < 2.1 requires (its body ignores it). Placed after lhotse's
+    CutSampler in the MRO, it supplies the argument for these classes only; torch itself is untouched."""
 
     def __init__(self, data_source=None) -> None:
-        sampler_init(self, data_source)
-
-    __init__._qnet_compat = True
-    torch.utils.data.Sampler.__init__ = __init__
+        torch.utils.data.Sampler.__init__(self, data_source)
 
 
-_torch_sampler_compat()
+def sampler_classes():
+    """qnet's DynamicBucketingSampler and SimpleCutSampler (lhotse's, with the torch-1.13 init shim)."""
+    global DynamicBucketingSampler, SimpleCutSampler
+    if "DynamicBucketingSampler" not in globals():
+        from lhotse.dataset import DynamicBucketingSampler as _Dynamic
+        from lhotse.dataset import SimpleCutSampler as _Simple
+
+        DynamicBucketingSampler = type("DynamicBucketingSampler", (_Dynamic, _SamplerInitCompat),
+                                       {"__module__": __name__, "__doc__": _Dynamic.__doc__})
+        SimpleCutSampler = type("SimpleCutSampler", (_Simple, _SamplerInitCompat),
+                                {"__module__": __name__, "__doc__": _Simple.__doc__})
+    return DynamicBucketingSampler, SimpleCutSampler
+
+
+def __getattr__(name: str):
+    # The sampler classes are built on first use, so importing qnet.data does not import lhotse.
+    if name in ("DynamicBucketingSampler", "SimpleCutSampler"):
+        return dict(zip(("DynamicBucketingSampler", "SimpleCutSampler"), sampler_classes()))[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def cut_text(cut) -> str:
@@ -89,12 +98,14 @@ class FilterCounts:
     dropped_seconds: float = 0.0
     normalization: NormalizationStats = field(default_factory=NormalizationStats)
     examples: Dict[str, List[str]] = field(default_factory=dict)
+    dropped_ids: List[str] = field(default_factory=list, repr=False)
 
     def add(self, other: "FilterCounts") -> None:
         """Accumulate another manifest's counts into these."""
         for name in ("total", "kept", "too_long", "too_short_for_ctc", "empty_text", "kept_seconds", "dropped_seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.normalization.add(other.normalization)
+        self.dropped_ids.extend(other.dropped_ids)
         for reason, ids in other.examples.items():
             for cut_id in ids:
                 self._note(reason, cut_id)
@@ -124,6 +135,93 @@ class _KeepIds:
         return cut.id not in self.dropped
 
 
+class _TextCheck:
+    """Tokenizes transcripts for `filter_cuts`, each distinct text once (a cut's speed-perturbed copies
+    share its text): (normalization stats, CTC's minimum encoder frames or None when empty)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.seen: Dict[str, tuple] = {}
+
+    def __call__(self, cut_id: str, raw_text: str) -> tuple:
+        hit = self.seen.get(raw_text)
+        if hit is None:
+            text, stats = self.tokenizer.normalize(raw_text)
+            min_frames = None
+            if text:
+                try:
+                    tokens = self.tokenizer.encode(text)
+                except KeyError as exc:
+                    raise ValueError(f"cut {cut_id}: transcript {text!r} cannot be tokenized: {exc}") from None
+                min_frames = ctc_min_frames(tokens) if tokens else None
+            hit = self.seen[raw_text] = (stats, min_frames)
+        return hit
+
+
+def _cut_summaries(cuts, frame_shift: float) -> Iterator[tuple]:
+    """(id, duration, feature frames, transcript) of lhotse cuts."""
+    for cut in cuts:
+        yield cut.id, cut.duration, cut_num_frames(cut, frame_shift), cut_text(cut)
+
+
+def _manifest_summaries(path, frame_shift: float, shard: int = 0, num_shards: int = 1) -> Iterator[tuple]:
+    """`_cut_summaries` of every num_shards-th cut (from `shard`) of a jsonl manifest, read as JSON
+    dicts: MonoCuts need no lhotse objects (half the time); other cut types are deserialized."""
+    import json
+
+    from lhotse.serialization import deserialize_item, open_best
+    from lhotse.utils import compute_num_frames
+
+    def dicts():
+        with open_best(path, "r") as f:
+            for i, line in enumerate(f):
+                if i % num_shards == shard and line.strip():
+                    yield json.loads(line)
+
+    for d in dicts():
+        if d.get("type") != "MonoCut":
+            yield from _cut_summaries([deserialize_item(d)], frame_shift)
+            continue
+        duration = d["duration"]
+        feats = d.get("features")
+        if feats is not None:
+            num_frames = compute_num_frames(duration, feats["frame_shift"], feats["sampling_rate"])
+        else:
+            num_frames = compute_num_frames(duration, frame_shift, d["recording"]["sampling_rate"])
+        sups = sorted(d.get("supervisions") or [], key=lambda s: s["start"])
+        text = " ".join((s.get("text") or "").strip() for s in sups if (s.get("text") or "").strip())
+        yield d["id"], duration, num_frames, text
+
+
+def _filter_summaries(summaries, tokenizer, max_utt_duration, subsampling_factor) -> FilterCounts:
+    """The counting pass of `filter_cuts`, over (id, duration, frames, text) tuples."""
+    counts = FilterCounts()
+    dropped = set()
+    check = _TextCheck(tokenizer)
+    for cut_id, duration, num_frames, raw_text in summaries:
+        counts.total += 1
+        reason = None
+        if max_utt_duration is not None and duration > max_utt_duration:
+            reason = "too_long"
+        else:
+            stats, min_frames = check(cut_id, raw_text)
+            counts.normalization.add(stats)
+            if min_frames is None:
+                reason = "empty_text"
+            elif min_frames > encoder_frames(num_frames, subsampling_factor):
+                reason = "too_short_for_ctc"
+        if reason is None:
+            counts.kept += 1
+            counts.kept_seconds += duration
+        else:
+            setattr(counts, reason, getattr(counts, reason) + 1)
+            counts.dropped_seconds += duration
+            counts._note(reason, cut_id)
+            dropped.add(cut_id)
+    counts.dropped_ids = sorted(dropped)
+    return counts
+
+
 def filter_cuts(
     cuts,
     tokenizer,
@@ -138,38 +236,9 @@ def filter_cuts(
     One pass over `cuts` computes the counts; the result filters by the dropped ids, so a lazy
     CutSet stays lazy (memory holds only the dropped ids).
     """
-    counts = FilterCounts()
-    dropped = set()
-    for cut in cuts:
-        counts.total += 1
-        reason = None
-        if max_utt_duration is not None and cut.duration > max_utt_duration:
-            reason = "too_long"
-        else:
-            text, stats = tokenizer.normalize(cut_text(cut))
-            counts.normalization.add(stats)
-            if not text:
-                reason = "empty_text"
-            else:
-                try:
-                    tokens = tokenizer.encode(text)
-                except KeyError as exc:
-                    raise ValueError(f"cut {cut.id}: transcript {text!r} cannot be tokenized: {exc}") from None
-                frames = encoder_frames(cut_num_frames(cut, frame_shift), subsampling_factor)
-                if not tokens:
-                    reason = "empty_text"
-                elif ctc_min_frames(tokens) > frames:
-                    reason = "too_short_for_ctc"
-        if reason is None:
-            counts.kept += 1
-            counts.kept_seconds += cut.duration
-        else:
-            setattr(counts, reason, getattr(counts, reason) + 1)
-            counts.dropped_seconds += cut.duration
-            counts._note(reason, cut.id)
-            dropped.add(cut.id)
-    if dropped:
-        cuts = cuts.filter(_KeepIds(dropped))
+    counts = _filter_summaries(_cut_summaries(cuts, frame_shift), tokenizer, max_utt_duration, subsampling_factor)
+    if counts.dropped_ids:
+        cuts = cuts.filter(_KeepIds(set(counts.dropped_ids)))
     return cuts, counts
 
 
@@ -296,8 +365,7 @@ class BatchLoader:
         self.sampler = self._new_sampler()
 
     def _new_sampler(self):
-        from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
-
+        DynamicBucketingSampler, SimpleCutSampler = sampler_classes()
         if self.num_buckets >= 2:
             return DynamicBucketingSampler(self.cuts, num_buckets=self.num_buckets, **self._sampler_args)
         return SimpleCutSampler(self.cuts, **self._sampler_args)
@@ -366,15 +434,120 @@ def make_loader(
     )
 
 
-def load_train_cuts(paths: Sequence[str], tokenizer, max_utt_duration: Optional[float], seed: int = 0):
-    """Open and filter each training manifest; several are interleaved at random in proportion to
-    their kept cuts (lazy `CutSet.mux`, the same order on every rank), so every part of the data is
-    spread over the whole epoch. Returns (cuts, total FilterCounts, per-manifest FilterCounts)."""
+# Dynamic bucketing fills batches to about this share of --max-duration (measured: bench/bench_scale.py).
+BUCKET_FILL = 0.92
+
+
+def estimate_batches_per_epoch(kept_seconds: float, max_duration: float, world_size: int = 1) -> int:
+    """Batches one rank draws per epoch, estimated from the kept audio (no pass over the cuts)."""
+    import math
+
+    return max(1, math.ceil(kept_seconds / (max_duration * BUCKET_FILL) / max(1, world_size)))
+
+
+def counts_to_dict(counts: FilterCounts) -> Dict[str, Any]:
+    """FilterCounts as plain JSON data (without the dropped ids)."""
+    import dataclasses
+
+    data = dataclasses.asdict(counts)
+    del data["dropped_ids"]
+    return data
+
+
+def counts_from_dict(data: Dict[str, Any]) -> FilterCounts:
+    """The inverse of `counts_to_dict`."""
+    data = dict(data)
+    data["normalization"] = NormalizationStats(**data["normalization"])
+    return FilterCounts(**data)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """What decides how a tokenizer filters cuts: its token table (and sentencepiece model)."""
+    import hashlib
+
+    h = hashlib.sha1("\n".join(tokenizer.table.symbols).encode("utf-8"))
+    model_path = getattr(tokenizer, "model_path", None)
+    if model_path is not None:
+        h.update(Path(model_path).read_bytes())
+    return h.hexdigest()
+
+
+def train_index_key(paths: Sequence[str], tokenizer, max_utt_duration: Optional[float]) -> Dict[str, Any]:
+    """What a train-cuts index depends on: the manifests (path, size, mtime), tokenizer, duration limit."""
+    files = []
+    for p in paths:
+        st = Path(p).stat()
+        files.append([str(p), st.st_size, st.st_mtime_ns])
+    return {"files": files, "tokenizer": tokenizer_fingerprint(tokenizer), "max_utt_duration": max_utt_duration}
+
+
+# A manifest smaller than this (bytes, about 20k compressed cuts) is scanned in one process.
+SCAN_BYTES_PER_JOB = 4 << 20
+
+
+def _scan_shard(path: str, shard: int, num_shards: int, tokenizer, max_utt_duration: Optional[float]) -> FilterCounts:
+    """`_filter_summaries` of every num_shards-th cut of a manifest, starting at `shard`."""
+    import itertools
+
+    if str(path).endswith((".jsonl", ".jsonl.gz")):
+        summaries = _manifest_summaries(path, FRAME_SHIFT, shard, num_shards)
+    else:
+        summaries = itertools.islice(_cut_summaries(load_cuts(path), FRAME_SHIFT), shard, None, num_shards)
+    return _filter_summaries(summaries, tokenizer, max_utt_duration, subsampling_factor=2)
+
+
+def build_train_index(paths: Sequence[str], tokenizer, max_utt_duration: Optional[float],
+                      num_jobs: int = 1) -> Dict[str, Any]:
+    """Scan every training manifest once (`filter_cuts`' counting): per-file counts and the dropped
+    cut ids. `num_jobs` processes scan every num_jobs-th cut each (843k LibriSpeech cuts take ~50 s
+    of one CPU core)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    files = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"cut manifest not found: {path}")
+        jobs = min(num_jobs, 1 + Path(path).stat().st_size // SCAN_BYTES_PER_JOB)
+        if jobs > 1:
+            with ProcessPoolExecutor(jobs) as ex:
+                shards = list(ex.map(_scan_shard, *zip(*[(str(path), k, jobs, tokenizer, max_utt_duration)
+                                                          for k in range(jobs)])))
+        else:
+            shards = [_scan_shard(str(path), 0, 1, tokenizer, max_utt_duration)]
+        counts = FilterCounts()
+        for shard in shards:
+            counts.add(shard)
+        files.append({"path": str(path), "counts": counts_to_dict(counts), "dropped": sorted(counts.dropped_ids)})
+    return {"key": train_index_key(paths, tokenizer, max_utt_duration), "files": files}
+
+
+def read_train_index(index_path, key: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The index at `index_path` when it was built for `key`, else None."""
+    import json
+
+    index_path = Path(index_path)
+    if not index_path.is_file():
+        return None
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    return index if index.get("key") == key else None
+
+
+def open_indexed_train_cuts(index: Dict[str, Any], seed: int = 0):
+    """The training cuts an index describes, without tokenizing anything: each manifest opened lazily
+    and filtered by its dropped ids; several are interleaved at random in proportion to their kept
+    cuts (lazy `CutSet.mux`, the same order on every rank). Returns (cuts, total FilterCounts,
+    per-manifest FilterCounts)."""
     from lhotse import CutSet
 
     parts, per_file, total = [], [], FilterCounts()
-    for path in paths:
-        cuts, counts = filter_cuts(load_cuts(path), tokenizer, max_utt_duration=max_utt_duration)
+    for entry in index["files"]:
+        counts = counts_from_dict(entry["counts"])
+        cuts = load_cuts(entry["path"])
+        if entry["dropped"]:
+            cuts = cuts.filter(_KeepIds(set(entry["dropped"])))
         if counts.kept:
             parts.append((cuts, counts.kept))
         per_file.append(counts)
@@ -385,6 +558,64 @@ def load_train_cuts(paths: Sequence[str], tokenizer, max_utt_duration: Optional[
         return CutSet.from_cuts([]), total, per_file
     mixed = CutSet.mux(*[c for c, _ in parts], weights=[n for _, n in parts], seed=seed)
     return mixed, total, per_file
+
+
+def load_train_cuts(paths: Sequence[str], tokenizer, max_utt_duration: Optional[float], seed: int = 0,
+                    index_path=None, is_main: bool = True, barrier: Optional[Callable[[], None]] = None,
+                    num_jobs: int = 1):
+    """Training cuts, filtered (see `filter_cuts`), with their counts: (cuts, total, per-manifest counts).
+
+    With `index_path` the scan happens once: the main process (DDP rank 0) writes the index there
+    (counts and dropped ids; reused on resume while the manifests, tokenizer and limit are the same),
+    `barrier()` waits for it, and every process then opens the manifests lazily, filtered by the ids,
+    instead of each rank reading and tokenizing all training cuts at start-up. The scan runs in
+    `num_jobs` processes."""
+    from qnet.utils import atomic_write_text
+
+    index = None
+    if index_path is not None:
+        key = train_index_key(paths, tokenizer, max_utt_duration)
+        index = read_train_index(index_path, key)
+        if index is None and is_main:
+            import json
+
+            index = build_train_index(paths, tokenizer, max_utt_duration, num_jobs)
+            atomic_write_text(index_path, json.dumps(index))
+        if barrier is not None:
+            barrier()
+        if index is None:
+            index = read_train_index(index_path, key)
+            if index is None:
+                raise RuntimeError(f"{index_path}: the main process wrote no index for {list(paths)}")
+    else:
+        index = build_train_index(paths, tokenizer, max_utt_duration, num_jobs)
+    return open_indexed_train_cuts(index, seed)
+
+
+def write_cuts(cuts: Iterable, path) -> int:
+    """Stream cuts (Cut objects or lhotse's JSON dicts of them) into a manifest, atomically (a killed
+    job leaves no half file); returns how many. Memory holds one cut at a time."""
+    from lhotse import CutSet
+
+    from qnet.utils import atomic_output
+
+    n = 0
+    with atomic_output(path, suffix=".tmp.jsonl.gz") as tmp:
+        with CutSet.open_writer(tmp, overwrite=True) as writer:
+            for cut in cuts:
+                writer.write(cut)
+                n += 1
+        if n == 0:  # the writer opens its file on the first cut: write a valid empty manifest
+            CutSet.from_cuts([]).to_file(tmp)
+    return n
+
+
+def count_lines(path) -> int:
+    """Lines (cuts) of a jsonl or jsonl.gz manifest, without parsing them."""
+    from lhotse.serialization import open_best
+
+    with open_best(path, "rb") as f:
+        return sum(1 for _ in f)
 
 
 def load_cuts(paths: Union[str, Sequence[str]]):

@@ -1,4 +1,5 @@
-"""CTC decoding: greedy (no k2), ctc-decoding with H, HLG 1best, whole-lattice and n-best LM rescoring.
+"""CTC decoding: greedy (no k2), ctc-decoding with H, HLG 1best, whole-lattice and n-best LM rescoring,
+and n-best rescoring with a neural LM (qnet.nnlm) on top of the n-gram.
 
 All functions take the model's output as `log_probs (B, T, V)` with valid lengths `lens (B,)`, and return
 one hypothesis (a string of words separated by single spaces) per utterance, in input order. An
@@ -11,19 +12,38 @@ n-best paths are intersected with the lattice in chunks whose product (lattice a
 under `max_intersect_arcs`. If rescoring an utterance still fails (k2 raises on a failed allocation),
 n-best retries with half the paths and whole-lattice with more pruning (as icefall does), and in the end
 the utterance gets its 1best hypothesis, counted in `DecodeStats.fallback` and logged.
+
+NNLM rescoring (`nnlm-rescoring`) scores a list of candidate word sequences per utterance with
+`am + lm_scale * ngram + nnlm_scale * nnlm` (natural logs; `am` is the sequence's best path in the HLG
+lattice without the graph's LM scores, `ngram` is G_rescore, `nnlm` the neural LM with `</s>`). The
+candidates are the unique n-best paths sampled from the HLG lattice (at most `num_paths`), its 1best,
+and the best path of the whole-lattice-rescored lattice at every lm_scale, so that with nnlm_scale 0
+the method reproduces n-gram rescoring and a positive nnlm_scale can only re-rank those candidates.
+The NNLM scores the candidates of a whole lattice-generation group at once, in batches of at most
+`nnlm_max_tokens` padded words.
 """
 
 import logging
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from qnet.ctc import greedy_decode
 from qnet.utils import PathLike, import_k2
 
-METHODS = ("greedy", "ctc-decoding", "1best", "nbest-rescoring", "whole-lattice-rescoring")
+METHODS = ("greedy", "ctc-decoding", "1best", "nbest-rescoring", "whole-lattice-rescoring", "nnlm-rescoring")
+RESCORING_METHODS = ("whole-lattice-rescoring", "nbest-rescoring", "nnlm-rescoring")
 DEFAULT_LM_SCALES = [round(0.1 * i, 1) for i in range(1, 21)]
+DEFAULT_NNLM_SCALES = [round(0.2 * i, 1) for i in range(0, 8)]
+BEST_PATH_OUTPUT_BEAM = 1.0  # output beam of lattices used only for their best path (1best, ctc-decoding)
+
+
+def nnlm_key(lm_scale: float, nnlm_scale: float) -> str:
+    """Result key of NNLM rescoring at one (n-gram scale, NNLM scale) pair."""
+    return f"nnlm-rescoring_lm_scale_{lm_scale:g}_nnlm_scale_{nnlm_scale:g}"
 
 
 @dataclass
@@ -44,6 +64,12 @@ class DecodeOptions:
     max_intersect_arcs: int = 2_000_000
     # Lattice generation: frames (after subsampling) of one k2.intersect_dense_pruned call.
     max_lattice_frames: int = 1500
+    # Frames whose blank probability exceeds this, after such a frame, are dropped before the graph
+    # methods (skip_blank_frames); 0 keeps every frame.
+    blank_skip_threshold: float = 0.0
+    # NNLM rescoring: the NNLM weights swept (with every lm_scale), and padded words per NNLM batch.
+    nnlm_scales: Sequence[float] = field(default_factory=lambda: list(DEFAULT_NNLM_SCALES))
+    nnlm_max_tokens: int = 20000
 
 
 @dataclass
@@ -79,25 +105,28 @@ class DecodeStats:
         return ", ".join(parts) if parts else "no empty lattices, no rescoring fallbacks"
 
 
-def greedy_search(log_probs: torch.Tensor, lens: torch.Tensor) -> List[List[int]]:
-    """Best token per frame, repeats merged, blanks (0) dropped; (B,T,V), (B,) -> B lists of token ids."""
-    best = log_probs.argmax(dim=-1).cpu()
-    out = []
-    for b in range(best.shape[0]):
-        seq = best[b, : int(lens[b])]
-        if seq.numel() == 0:
-            out.append([])
-            continue
-        keep = torch.ones_like(seq, dtype=torch.bool)
-        keep[1:] = seq[1:] != seq[:-1]
-        seq = seq[keep]
-        out.append(seq[seq != 0].tolist())
-    return out
+def skip_blank_frames(log_probs: torch.Tensor, lens: torch.Tensor, threshold: float):
+    """Drop every frame whose blank probability exceeds `threshold` when the frame before it does too: a
+    run of such frames keeps its first one, which still separates repeated tokens (`l <blk> l`). Such
+    frames can only extend a blank (any token there costs more than -log(1 - threshold)), so the
+    lattice loses no plausible path while k2 sees far fewer frames. (B, T, V), (B,) -> the same, T shorter."""
+    B, T, _ = log_probs.shape
+    valid = torch.arange(T, device=lens.device).unsqueeze(0) < lens.unsqueeze(1)
+    high = (log_probs[:, :, 0] > math.log(threshold)).to(lens.device) & valid
+    drop = torch.zeros_like(high)
+    drop[:, 1:] = high[:, 1:] & high[:, :-1]
+    keep = valid & ~drop
+    new_lens = keep.sum(dim=1)
+    out = log_probs.new_full((B, max(1, int(new_lens.max()) if B else 1), log_probs.shape[2]), 0.0)
+    for b in range(B):
+        idx = torch.nonzero(keep[b]).flatten().to(log_probs.device)
+        out[b, : idx.numel()] = log_probs[b].index_select(0, idx)
+    return out, new_lens.to(lens.dtype)
 
 
-def get_lattice(log_probs: torch.Tensor, lens: torch.Tensor, graph, opts: DecodeOptions):
-    """k2.intersect_dense_pruned of the graph (H or HLG) with the log-probs, connected; FSA i of the
-    result belongs to utterance i of the batch."""
+def get_lattice(log_probs: torch.Tensor, lens: torch.Tensor, graph, opts: DecodeOptions, connect: bool = True):
+    """k2.intersect_dense_pruned of the graph (H or HLG) with the log-probs, connected unless `connect` is
+    False (a best path needs no connected lattice); FSA i of the result belongs to utterance i of the batch."""
     k2 = import_k2()
     B = log_probs.shape[0]
     lens = lens.to("cpu", torch.int64).clamp(max=log_probs.shape[1])
@@ -111,9 +140,10 @@ def get_lattice(log_probs: torch.Tensor, lens: torch.Tensor, graph, opts: Decode
     )
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(B)
+    lattice = k2.index_fsa(lattice, inverse.to(torch.int32).to(lattice.device))
     # The pruned intersection keeps arcs that reach no final state (on weak models with flat posteriors
     # ~90% of them): connect drops them, losslessly, before anything sizes memory by the lattice.
-    return k2.connect(k2.index_fsa(lattice, inverse.to(torch.int32).to(lattice.device)))
+    return k2.connect(lattice) if connect else lattice
 
 
 def consecutive_groups(costs: Sequence[int], budget: int) -> List[range]:
@@ -240,15 +270,11 @@ def nbest_chunks(arcs_of_seq: List[int], max_arcs: int) -> List[range]:
     return consecutive_groups([2 * arcs for arcs in arcs_of_seq], max_arcs)
 
 
-def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float],
-                  num_paths: Optional[int] = None) -> Dict[float, List[List[int]]]:
-    """N-best rescoring: sample `num_paths` (default opts.num_paths) paths per utterance (scores scaled by
-    `nbest_scale`), keep unique word sequences, score each by its best path in the lattice (acoustic
-    part; intersected in chunks of at most opts.max_intersect_arcs arcs) and by G (an acceptor on words,
-    no epsilon self-loops needed); per lm_scale, the argmax of am/scale + lm.
-    Returns {lm_scale: word-id lists per utterance}."""
+def sample_nbest(lattice, opts: DecodeOptions, num_paths: Optional[int] = None):
+    """Sample `num_paths` (default opts.num_paths) paths per utterance (scores scaled by `nbest_scale`)
+    and keep the unique word sequences: returns (unique [utt][seq][word] ragged, utt index of each
+    sequence (tensor), sequences [seq][word] ragged)."""
     k2 = import_k2()
-    num_utts = lattice.shape[0]
     sample = lattice.clone()
     sample.scores = sample.scores * opts.nbest_scale
     paths = k2.random_paths(sample, num_paths=num_paths or opts.num_paths,
@@ -260,13 +286,15 @@ def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float],
         word_seqs = word_seqs.remove_axis(word_seqs.num_axes - 2)
     word_seqs = word_seqs.remove_values_leq(0)
     unique, _, _ = word_seqs.unique(need_num_repeats=False, need_new2old_indexes=False)
-    utt_of_seq = unique.shape.row_ids(1)
-    seqs = unique.remove_axis(0)
-    if seqs.dim0 == 0:
-        return {s: [[] for _ in range(num_utts)] for s in lm_scales}
-    seq_list = seqs.tolist()
+    return unique, unique.shape.row_ids(1), unique.remove_axis(0)
 
-    # acoustic score: best path of the lattice restricted to each word sequence, a chunk of paths at a time
+
+def am_lm_scores(lattice, G, seqs, utt_of_seq: torch.Tensor, opts: DecodeOptions):
+    """(am, lm) float64 scores of word sequences `seqs` ([seq][word] ragged): am is the best path of
+    lattice `utt_of_seq[i]` restricted to sequence i, without its LM scores (intersected in chunks of at
+    most opts.max_intersect_arcs arcs), lm is G's score (an acceptor on words; its back-off arcs are
+    taken through epsilon self-loops on the sequences). -inf am: the sequence is not in the lattice."""
+    k2 = import_k2()
     inv = k2.arc_sort(k2.invert(lattice))
     lattice_arcs = num_arcs_per_fsa(lattice)
     utt_list = utt_of_seq.tolist()
@@ -277,34 +305,95 @@ def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float],
         path_lat = _intersect(inv, word_fsas_loops, utt_of_seq[chunk.start:chunk.stop].to(torch.int32))
         path_lat = k2.top_sort(k2.connect(k2.invert(path_lat)))
         best = k2.shortest_path(path_lat, use_double_scores=True)
-        am_parts.append(_fsa_sums(best, best.scores - best.lm_scores))
+        am = _fsa_sums(best, best.scores - best.lm_scores)
+        # a sequence with no path in its lattice has an empty best path (sum 0): make it -inf
+        am[torch.tensor(num_arcs_per_fsa(best), device=am.device) == 0] = float("-inf")
+        am_parts.append(am)
         del path_lat, best
     am = torch.cat(am_parts)
-
-    # LM score from G: linear word FSAs with epsilon self-loops take G's back-off (epsilon) arcs
     word_fsas_loops = k2.add_epsilon_self_loops(k2.linear_fsa(seqs))
     b_to_a = torch.zeros(seqs.dim0, dtype=torch.int32, device=lattice.device)
     lm_lat = k2.top_sort(k2.connect(_intersect(G, word_fsas_loops, b_to_a)))
     lm = lm_lat.get_tot_scores(use_double_scores=True, log_semiring=False)
+    return am.to(torch.float64), lm.to(torch.float64)
 
-    row_splits = unique.shape.row_splits(1).tolist()
-    results: Dict[float, List[List[int]]] = {}
-    for scale in lm_scales:
-        tot = (am / scale + lm.to(am.dtype)).cpu()
-        tot = torch.where(torch.isfinite(tot), tot, torch.full_like(tot, -1e30))
-        best_seqs: List[List[int]] = []
-        for u in range(num_utts):
-            lo, hi = row_splits[u], row_splits[u + 1]
-            best_seqs.append(seq_list[lo + int(tot[lo:hi].argmax())] if hi > lo else [])
-        results[scale] = best_seqs
-    return results
+
+def _argmax_per_utt(tot: torch.Tensor, row_splits: List[int], seq_list: List[List[int]]) -> List[List[int]]:
+    """The best sequence of each utterance (non-finite totals lose; an utterance without one gets [])."""
+    tot = torch.where(torch.isfinite(tot), tot, torch.full_like(tot, -1e30)).cpu()
+    out = []
+    for u in range(len(row_splits) - 1):
+        lo, hi = row_splits[u], row_splits[u + 1]
+        out.append(seq_list[lo + int(tot[lo:hi].argmax())] if hi > lo else [])
+    return out
+
+
+def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float],
+                  num_paths: Optional[int] = None) -> Dict[float, List[List[int]]]:
+    """N-best rescoring: sample paths (sample_nbest), score each unique word sequence by its best path in
+    the lattice (acoustic part) and by G (am_lm_scores); per lm_scale, the argmax of am/scale + lm.
+    Returns {lm_scale: word-id lists per utterance}."""
+    num_utts = lattice.shape[0]
+    unique, utt_of_seq, seqs = sample_nbest(lattice, opts, num_paths)
+    if seqs.dim0 == 0:
+        return {s: [[] for _ in range(num_utts)] for s in lm_scales}
+    am, lm = am_lm_scores(lattice, G, seqs, utt_of_seq, opts)
+    row_splits, seq_list = unique.shape.row_splits(1).tolist(), seqs.tolist()
+    return {scale: _argmax_per_utt(am / scale + lm, row_splits, seq_list) for scale in lm_scales}
+
+
+@dataclass
+class NnlmCandidates:
+    """One utterance's n-best list for NNLM rescoring: word-id sequences and their am and n-gram scores."""
+
+    seqs: List[List[int]]
+    am: torch.Tensor
+    ngram: torch.Tensor
+
+
+def nnlm_candidates(lattice, G, opts: DecodeOptions, extra: Sequence[List[int]] = (),
+                    num_paths: Optional[int] = None) -> NnlmCandidates:
+    """The n-best list of a one-utterance lattice: its unique sampled paths plus the `extra` sequences
+    (1best, whole-lattice-rescoring results), scored by am_lm_scores; sequences without a path in the
+    lattice are dropped."""
+    k2 = import_k2()
+    _, _, sampled = sample_nbest(lattice, opts, num_paths)
+    seqs: List[List[int]] = []
+    seen = set()
+    for seq in list(extra) + sampled.tolist():
+        if tuple(seq) not in seen:
+            seen.add(tuple(seq))
+            seqs.append(list(seq))
+    ragged = k2.RaggedTensor(seqs, dtype=torch.int32).to(lattice.device)
+    utt_of_seq = torch.zeros(len(seqs), dtype=torch.int32, device=lattice.device)
+    am, ngram = am_lm_scores(lattice, G, ragged, utt_of_seq, opts)
+    keep = torch.isfinite(am).cpu()
+    return NnlmCandidates([s for s, k in zip(seqs, keep.tolist()) if k], am.cpu()[keep], ngram.cpu()[keep])
+
+
+def rescore_with_nnlm(candidates: Sequence[NnlmCandidates], nnlm_scores: torch.Tensor, lm_scales: Sequence[float],
+                      nnlm_scales: Sequence[float]) -> Dict[Tuple[float, float], List[List[int]]]:
+    """{(lm_scale, nnlm_scale): best sequence per utterance} by am + lm_scale * ngram + nnlm_scale * nnlm;
+    `nnlm_scores` holds the NNLM log-probabilities of every candidate, utterance after utterance."""
+    row_splits = [0]
+    for c in candidates:
+        row_splits.append(row_splits[-1] + len(c.seqs))
+    seq_list = [s for c in candidates for s in c.seqs]
+    if not seq_list:
+        return {(s, t): [[] for _ in candidates] for s in lm_scales for t in nnlm_scales}
+    am = torch.cat([c.am for c in candidates])
+    ngram = torch.cat([c.ngram for c in candidates])
+    nnlm = nnlm_scores.to(torch.float64)
+    return {(s, t): _argmax_per_utt(am + s * ngram + t * nnlm, row_splits, seq_list)
+            for s in lm_scales for t in nnlm_scales}
 
 
 class Decoder:
     """Decodes batches of log-probs with the chosen methods; returns {result key: hypotheses}.
 
     Result keys: `greedy`, `ctc-decoding`, `1best`, `whole-lattice-rescoring_lm_scale_S`,
-    `nbest-rescoring_lm_scale_S`. Greedy needs neither k2 nor a lang dir (only `tokenizer`)."""
+    `nbest-rescoring_lm_scale_S`, `nnlm-rescoring_lm_scale_S_nnlm_scale_N`. Greedy needs neither k2 nor a
+    lang dir (only `tokenizer`); nnlm-rescoring needs `nnlm` (a qnet.bin.train_nnlm nnlm.pt) and G_rescore."""
 
     def __init__(
         self,
@@ -316,6 +405,7 @@ class Decoder:
         device="cpu",
         opts: Optional[DecodeOptions] = None,
         modified_ctc_topo: bool = False,
+        nnlm: Optional[PathLike] = None,
     ):
         self.methods = list(methods)
         for m in self.methods:
@@ -325,9 +415,9 @@ class Decoder:
         self.opts = opts or DecodeOptions()
         self.device = torch.device(device)
         self.stats = DecodeStats()
-        self.H = self.HLG = self.G = self.G_loops = None
+        self.H = self.HLG = self.G = self.G_loops = self.nnlm = None
         self.word_symbols: List[str] = []
-        needs_hlg = {"1best", "nbest-rescoring", "whole-lattice-rescoring"} & set(self.methods)
+        needs_hlg = {"1best", *RESCORING_METHODS} & set(self.methods)
         if needs_hlg or "ctc-decoding" in self.methods:
             import_k2()  # a clear error up front when k2 is missing
         if "ctc-decoding" in self.methods:
@@ -346,16 +436,25 @@ class Decoder:
             self.HLG = load_HLG(hlg, self.device)
             words = SymbolTable.from_file(Path(lang_dir) / "words.txt")
             self.word_symbols = words.symbols
-            rescoring = {"nbest-rescoring", "whole-lattice-rescoring"} & set(self.methods)
+            rescoring = set(RESCORING_METHODS) & set(self.methods)
             if rescoring:
                 if G_rescore is None:
                     raise ValueError(f"methods {sorted(rescoring)} need --G-rescore")
-                from qnet.lm import load_G
+                from qnet.lm import load_G, with_epsilon_self_loops
 
-                if "nbest-rescoring" in self.methods:
-                    self.G = load_G(G_rescore, words["#0"], self.device)
-                if "whole-lattice-rescoring" in self.methods:
-                    self.G_loops = load_G(G_rescore, words["#0"], self.device, epsilon_self_loops=True)
+                G = load_G(G_rescore, words["#0"], self.device)  # read once, whatever the methods
+                if {"nbest-rescoring", "nnlm-rescoring"} & rescoring:
+                    self.G = G
+                if {"whole-lattice-rescoring", "nnlm-rescoring"} & rescoring:
+                    self.G_loops = with_epsilon_self_loops(G)
+                del G
+            if "nnlm-rescoring" in self.methods:
+                if nnlm is None:
+                    raise ValueError("method nnlm-rescoring needs --nnlm (an nnlm.pt of qnet.bin.train_nnlm)")
+                from qnet.nnlm import NnlmScorer
+
+                self.nnlm = NnlmScorer.from_file(nnlm, self.device, self.opts.nnlm_max_tokens)
+                self.nnlm_ids = self.nnlm.id_map(self.word_symbols)
 
     def _words(self, ids: List[int]) -> str:
         return " ".join(self.word_symbols[i] for i in ids)
@@ -369,11 +468,13 @@ class Decoder:
         """Hypotheses of one batch for every method (and LM scale)."""
         results: Dict[str, List[str]] = {}
         if "greedy" in self.methods:
-            results["greedy"] = [self.tokenizer.decode(ids) for ids in greedy_search(log_probs, lens)]
+            results["greedy"] = [self.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lens)]
         if self.H is None and self.HLG is None:
             return results
         # k2 cannot take zero-frame utterances: they get empty hypotheses for the graph methods.
         lens = lens.cpu()
+        if self.opts.blank_skip_threshold > 0:
+            log_probs, lens = skip_blank_frames(log_probs, lens, self.opts.blank_skip_threshold)
         keep = torch.nonzero(lens > 0).flatten()
         for i in torch.nonzero(lens <= 0).flatten().tolist():
             self.stats.add("all graph methods (zero frames)", utt_ids[i])
@@ -403,66 +504,95 @@ class Decoder:
         for m in ("whole-lattice-rescoring", "nbest-rescoring"):
             if m in self.methods:
                 keys += [f"{m}_lm_scale_{s:g}" for s in self.opts.lm_scales]
+        if "nnlm-rescoring" in self.methods:
+            keys += [nnlm_key(s, t) for s in self.opts.lm_scales for t in self.opts.nnlm_scales]
         return keys
 
     def _decode_graphs(self, log_probs: torch.Tensor, lens: torch.Tensor, utt_ids: Sequence[str]):
         results: Dict[str, List[str]] = {}
+        # A lattice that only gives its best path can be pruned hard on output (the best path always
+        # survives k2's output beam) and needs no connect: less lattice to build, copy and search.
+        best_path_opts = replace(self.opts, output_beam=min(self.opts.output_beam, BEST_PATH_OUTPUT_BEAM))
         if self.H is not None:
-            lattice = get_lattice(log_probs, lens, self.H, self.opts)
+            lattice = get_lattice(log_probs, lens, self.H, best_path_opts, connect=False)
             best = one_best(lattice, self.opts.use_double_scores)
             self._flag_empty("ctc-decoding", best, utt_ids)
             results["ctc-decoding"] = [self.tokenizer.decode(ids) for ids in path_labels(best)]
         if self.HLG is not None:
-            lattice = get_lattice(log_probs, lens, self.HLG, self.opts)
+            rescoring = bool(set(RESCORING_METHODS) & set(self.methods))
+            lattice = get_lattice(log_probs, lens, self.HLG, self.opts if rescoring else best_path_opts,
+                                  connect=rescoring)
             best = one_best(lattice, self.opts.use_double_scores)
             self._flag_empty("1best", best, utt_ids)
             if "1best" in self.methods:
                 results["1best"] = [self._words(ids) for ids in path_labels(best)]
-            if self.G_loops is not None or self.G is not None:
+            if rescoring:
                 results.update(self._rescore(lattice, path_labels(best), utt_ids))
         return results
 
     def _rescore(self, lattice, one_best_ids: List[List[int]], utt_ids: Sequence[str]) -> Dict[str, List[str]]:
-        """Whole-lattice and n-best rescoring one utterance at a time, each lattice first pruned to
-        opts.max_lattice_arcs; an utterance whose rescoring fails gets its 1best words (counted)."""
+        """Whole-lattice, n-best and NNLM rescoring one utterance at a time, each lattice first pruned to
+        opts.max_lattice_arcs; an utterance whose rescoring fails gets its 1best words (counted). The NNLM
+        scores the n-best lists of all utterances together at the end."""
         k2 = import_k2()
         opts = self.opts
-        methods = [m for m, g in (("whole-lattice-rescoring", self.G_loops), ("nbest-rescoring", self.G))
-                   if g is not None]
-        words: Dict[str, List[List[int]]] = {f"{m}_lm_scale_{s:g}": [] for m in methods for s in opts.lm_scales}
+        methods = [m for m in RESCORING_METHODS if m in self.methods]
+        words: Dict[str, List[List[int]]] = {f"{m}_lm_scale_{s:g}": [] for m in methods
+                                             if m != "nnlm-rescoring" for s in opts.lm_scales}
+        nnlm_lists: List[NnlmCandidates] = []
         for i, (utt, num_arcs) in enumerate(zip(utt_ids, num_arcs_per_fsa(lattice))):
             if num_arcs == 0:  # already counted as an empty lattice
                 for key in words:
                     words[key].append([])
+                nnlm_lists.append(NnlmCandidates([], torch.zeros(0, dtype=torch.float64),
+                                                 torch.zeros(0, dtype=torch.float64)))
                 continue
             utt_lattice = k2.index_fsa(lattice, torch.tensor([i], dtype=torch.int32, device=lattice.device))
+            lat, threshold = prune_lattice(utt_lattice, opts.max_lattice_arcs, opts.use_double_scores)
+            whole: Optional[Dict[float, List[int]]] = None  # shared by whole-lattice and NNLM rescoring
             for method in methods:
-                lat, threshold = prune_lattice(utt_lattice, opts.max_lattice_arcs, opts.use_double_scores)
                 if threshold is not None:
                     self.stats.add_pruned(method, utt, num_arcs, lat.num_arcs, threshold)
                 try:
-                    if method == "whole-lattice-rescoring":
+                    if method == "whole-lattice-rescoring" or (method == "nnlm-rescoring" and whole is None):
                         best = rescore_whole_lattice(lat, self.G_loops, opts.lm_scales, opts.use_double_scores)
-                        per_scale = {s: path_labels(p)[0] for s, p in best.items()}
+                        whole = {s: path_labels(p)[0] for s, p in best.items()}
+                    if method == "whole-lattice-rescoring":
+                        per_scale = whole
+                    elif method == "nbest-rescoring":
+                        per_scale = self._retrying_paths(
+                            utt, lambda n: {s: seqs[0] for s, seqs in
+                                            rescore_nbest(lat, self.G, opts, opts.lm_scales, num_paths=n).items()})
                     else:
-                        per_scale = self._rescore_nbest_retrying(lat, utt)
+                        extra = [one_best_ids[i]] + list(whole.values())
+                        nnlm_lists.append(self._retrying_paths(
+                            utt, lambda n: nnlm_candidates(lat, self.G, opts, extra, num_paths=n)))
+                        continue
                 except (RuntimeError, MemoryError) as exc:
                     self.stats.add_fallback(method, utt, f"{type(exc).__name__}: {exc}")
+                    if method == "nnlm-rescoring":  # the 1best alone: every scale picks it
+                        nnlm_lists.append(NnlmCandidates([one_best_ids[i]], torch.zeros(1, dtype=torch.float64),
+                                                         torch.zeros(1, dtype=torch.float64)))
+                        continue
                     per_scale = {s: one_best_ids[i] for s in opts.lm_scales}
                 for scale, ids in per_scale.items():
                     words[f"{method}_lm_scale_{scale:g}"].append(ids)
+        if "nnlm-rescoring" in methods:
+            seqs = [[self.nnlm_ids[w] for w in seq] for c in nnlm_lists for seq in c.seqs]
+            best = rescore_with_nnlm(nnlm_lists, self.nnlm.score(seqs), opts.lm_scales, opts.nnlm_scales)
+            for (s, t), per_utt in best.items():
+                words[nnlm_key(s, t)] = per_utt
         return {key: [self._words(ids) for ids in seqs] for key, seqs in words.items()}
 
-    def _rescore_nbest_retrying(self, lattice, utt: str) -> Dict[float, List[int]]:
-        """N-best rescoring of one lattice; on failure retried with half the paths, down to one."""
+    def _retrying_paths(self, utt: str, rescore):
+        """rescore(num_paths) for one lattice; on failure retried with half the paths, down to one."""
         num_paths = self.opts.num_paths
         while True:
             try:
-                best = rescore_nbest(lattice, self.G, self.opts, self.opts.lm_scales, num_paths=num_paths)
-                return {s: seqs[0] for s, seqs in best.items()}
+                return rescore(num_paths)
             except (RuntimeError, MemoryError) as exc:
                 if num_paths <= 1:
                     raise
-                logging.warning(f"nbest-rescoring of {utt} with {num_paths} paths failed ({str(exc)[:200]}); "
+                logging.warning(f"n-best rescoring of {utt} with {num_paths} paths failed ({str(exc)[:200]}); "
                                 f"retrying with {num_paths // 2}")
                 num_paths //= 2

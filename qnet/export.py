@@ -25,7 +25,6 @@ model); every conv that mixes frames zeroes them first, so valid frames are unaf
 import copy
 import json
 import logging
-import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -44,8 +43,8 @@ from qnet.model.quartznet import (
     ResidualProjection,
     conv_output_lengths,
 )
+from qnet.utils import PathLike, atomic_output
 
-PathLike = Union[str, Path]
 FORMATS = ("torchscript", "onnx")
 INPUT_NAMES = ["feats", "feat_lens"]
 OUTPUT_NAMES = ["log_probs", "out_lens"]
@@ -313,8 +312,7 @@ def export_onnx(module: nn.Module, path: PathLike, opset: int = DEFAULT_OPSET) -
         "log_probs": {0: "batch", 1: "out_frames"},
         "out_lens": {0: "batch"},
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         # torch 1.13 warns about shape inference of constants on every export; the graph is checked below
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The shape inference of prim::Constant")
@@ -325,11 +323,6 @@ def export_onnx(module: nn.Module, path: PathLike, opset: int = DEFAULT_OPSET) -
         import onnx
 
         onnx.checker.check_model(onnx.load(str(tmp)))
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
     return path
 
 
@@ -455,9 +448,8 @@ def export_model(
     if "torchscript" in formats:
         scripted = to_torchscript(module, torchscript_method)
         path = out_dir / "model.pt"
-        tmp = out_dir / ".model.pt.tmp"
-        scripted.save(str(tmp))
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            scripted.save(str(tmp))
         exported["torchscript"] = torch.jit.load(str(path))
         files.append(path)
     if "onnx" in formats:

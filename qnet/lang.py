@@ -147,13 +147,19 @@ def char_lexicon(words: Iterable[str], table: TokenTable) -> Lexicon:
 
 
 def bpe_lexicon(words: Iterable[str], bpe_model: PathLike) -> Lexicon:
-    """Spell each word with sentencepiece pieces; `<UNK>` maps to `<unk>`."""
+    """Spell each word with sentencepiece pieces; `<UNK>` maps to `<unk>`, and so do the letters of a
+    word (e.g. from the LM vocabulary) that the BPE model never saw in the training text."""
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(bpe_model))
     regular = [w for w in words if w not in SPECIAL_WORDS]
-    pieces = sp.encode(regular, out_type=str)
-    lexicon: Lexicon = [(w, p) for w, p in zip(regular, pieces)]
+    # ids, not out_type=str: an unseen letter must become the <unk> piece, not a piece the model lacks
+    spelled = sp.encode(regular)
+    lexicon: Lexicon = [(w, [sp.id_to_piece(i) for i in ids]) for w, ids in zip(regular, spelled)]
+    with_unk = [w for w, ids in zip(regular, spelled) if sp.unk_id() in ids]
+    if with_unk:
+        logging.warning(f"{len(with_unk)} words have letters the BPE model never saw and are spelled with "
+                        f"{UNK} (e.g. {' '.join(with_unk[:5])})")
     lexicon.append((OOV_WORD, [UNK]))
     return lexicon
 

@@ -6,7 +6,6 @@ so an upper-case LibriSpeech/WSJ ARPA matches the lower-case words of a qnet lan
 
 import gzip
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO
 
 from qnet.tokens import normalize_text
-from qnet.utils import MissingDependencyError, PathLike, atomic_torch_save, atomic_write_text, import_k2
+from qnet.utils import MissingDependencyError, PathLike, atomic_output, atomic_torch_save, import_k2
 
 ARPA_SPECIAL = {"<s>", "</s>", "<unk>", "<UNK>"}
 
@@ -68,18 +67,17 @@ def train_arpa(
         n = normalize_text_file(text, norm)
         if n == 0:
             raise ValueError(f"{text}: no text left after normalization")
-        cmd = [lmplz, "-o", str(order), "--text", str(norm), "--arpa", str(Path(tmp) / "lm.arpa"),
-               "-S", memory, "-T", tmp]
-        if prune:
-            cmd += ["--prune"] + [str(p) for p in prune]
-        if discount_fallback:
-            cmd.append("--discount_fallback")
-        cmd += list(extra_args)
-        logging.info(f"{n} lines of text; running {' '.join(cmd)}")
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"lmplz failed (exit {proc.returncode}) on {text}:\n{proc.stderr[-3000:]}")
-        os.replace(Path(tmp) / "lm.arpa", arpa)
+        with atomic_output(arpa) as out:
+            cmd = [lmplz, "-o", str(order), "--text", str(norm), "--arpa", str(out), "-S", memory, "-T", tmp]
+            if prune:
+                cmd += ["--prune"] + [str(p) for p in prune]
+            if discount_fallback:
+                cmd.append("--discount_fallback")
+            cmd += list(extra_args)
+            logging.info(f"{n} lines of text; running {' '.join(cmd)}")
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"lmplz failed (exit {proc.returncode}) on {text}:\n{proc.stderr[-3000:]}")
     logging.info(f"wrote {arpa} ({arpa.stat().st_size / 1e6:.1f} MB)")
     return arpa
 
@@ -88,12 +86,11 @@ def build_binary(arpa: PathLike, out: PathLike) -> Path:
     """kenlm binary (trie) of an ARPA, for fast querying (pyctcdecode, kenlm.Model)."""
     tool = find_kenlm_tool("build_binary")
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    proc = subprocess.run([tool, "trie", str(arpa), str(tmp)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"build_binary failed on {arpa}:\n{proc.stderr[-3000:]}")
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        proc = subprocess.run([tool, "trie", str(arpa), str(tmp)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"build_binary failed on {arpa}:\n{proc.stderr[-3000:]}")
     return out
 
 
@@ -158,8 +155,7 @@ def normalize_arpa(src: PathLike, dst: PathLike) -> Dict[str, int]:
             f.close()
         if not counts:
             raise ValueError(f"{src}: no n-gram sections found; is it an ARPA file?")
-        out_tmp = Path(tmp) / "out.arpa"
-        with open(out_tmp, "w", encoding="utf-8") as fout:
+        with atomic_output(dst) as out_tmp, open(out_tmp, "w", encoding="utf-8") as fout:
             fout.write("\n\\data\\\n")
             for o in sorted(counts):
                 fout.write(f"ngram {o}={counts[o]}\n")
@@ -168,7 +164,6 @@ def normalize_arpa(src: PathLike, dst: PathLike) -> Dict[str, int]:
                 with open(Path(tmp) / f"{o}.txt", encoding="utf-8") as fsec:
                     shutil.copyfileobj(fsec, fout)
             fout.write("\n\\end\\\n")
-        os.replace(out_tmp, dst)
     info = {f"{o}-grams": c for o, c in sorted(counts.items())}
     info["dropped_words"] = dropped_words
     logging.info(f"normalized {src} -> {dst}: {info}")
@@ -227,38 +222,129 @@ def arpa_to_fst_txt(arpa: PathLike, words_txt: PathLike, out: PathLike, max_orde
         input_arpa=str(arpa), read_symbol_table=str(words_txt), disambig_symbol="#0", max_order=max_order,
         max_arpa_warnings=0,
     )
-    atomic_write_text(out, fst_txt)
+    # Written in slices: encoding the whole text at once would hold a second copy of it.
+    with atomic_output(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for i in range(0, len(fst_txt), 1 << 24):
+            f.write(fst_txt[i:i + (1 << 24)])
+    del fst_txt
     logging.info(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.time() - start:.1f} s")
     return out
 
 
-def load_G(fst_txt: PathLike, first_disambig_word_id: int, device="cpu", epsilon_self_loops: bool = False):
-    """G for rescoring as an acceptor on word ids: back-off `#0` (and above) become epsilon, arc-sorted,
-    `lm_scores` set; cached next to the text file as .pt. `epsilon_self_loops` for whole-lattice rescoring."""
+def _parse_fst_lines(lines: List[bytes], fst_txt, first_lineno: int):
+    """(src, dst, ilabel, olabel, cost) arrays of OpenFst text lines; a final state `s [cost]` becomes
+    an arc to state -1 labelled -1. Lines that all have 5 fields (nearly all of a G) are parsed by numpy."""
+    import numpy as np
+
+    lines = [line for line in lines if line.strip()]
+    values = np.fromstring(b"".join(lines), sep=" ") if lines else np.zeros(0)
+    if values.size == 5 * len(lines):
+        arcs = values.reshape(-1, 5)
+        return (arcs[:, 0].astype(np.int32), arcs[:, 1].astype(np.int32), arcs[:, 2].astype(np.int32),
+                arcs[:, 3].astype(np.int32), arcs[:, 4].astype(np.float32))
+    rows = []
+    for lineno, line in enumerate(lines, first_lineno):
+        fields = line.split()
+        if len(fields) >= 4:
+            rows.append((int(fields[0]), int(fields[1]), int(fields[2]), int(fields[3]),
+                         float(fields[4]) if len(fields) > 4 else 0.0))
+        elif len(fields) <= 2:  # a final state, with an optional cost
+            rows.append((int(fields[0]), -1, -1, -1, float(fields[1]) if len(fields) == 2 else 0.0))
+        else:
+            raise ValueError(f"{fst_txt}:{lineno}: not an OpenFst text line: {line[:100]!r}")
+    cols = list(zip(*rows))
+    return tuple(np.array(c, dtype=np.float32 if i == 4 else np.int32) for i, c in enumerate(cols))
+
+
+def read_openfst_text(fst_txt: PathLike, keep_aux_labels: bool = True, chunk_bytes: int = 1 << 22):
+    """k2 Fsa from an OpenFst text file (kaldilm's G.fst.txt), read `chunk_bytes` of lines at a time into
+    compact arrays: memory ~ 20 bytes per arc instead of the whole text plus k2's copy of it
+    (`Fsa.from_openfst` on `f.read()`). Same FSA as `k2.Fsa.from_openfst(text, acceptor=False)`:
+    scores are the negated costs, final states get an arc labelled -1 to one new final state, and
+    the start state (the first line's source) becomes 0."""
+    k2 = import_k2()
+    import numpy as np
+    import torch
+
+    columns: List[list] = [[], [], [], [], []]
+    lineno = 1
+    with open(fst_txt, "rb") as f:
+        while True:
+            lines = f.readlines(chunk_bytes)
+            if not lines:
+                break
+            for col, part in zip(columns, _parse_fst_lines(lines, fst_txt, lineno)):
+                col.append(part)
+            lineno += len(lines)
+    src, dst, ilabel, olabel, cost = (np.concatenate(c) if c else np.zeros(0, np.int32) for c in columns)
+    del columns
+    if src.size == 0:
+        raise ValueError(f"{fst_txt} holds no arcs")
+    start_state = int(src[0])
+    final = int(max(src.max(), dst.max())) + 1
+    if start_state != 0:  # k2's start state is 0: swap the two numbers
+        for a in (src, dst):
+            is_start, is_zero = a == start_state, a == 0
+            a[is_start], a[is_zero] = 0, start_state
+    dst[dst == -1] = final
+    order = np.argsort(src, kind="stable")
+    arcs = np.empty((len(order), 4), dtype=np.int32)
+    arcs[:, 0] = src[order]
+    arcs[:, 1] = dst[order]
+    arcs[:, 2] = ilabel[order]
+    arcs[:, 3] = (-cost[order]).view(np.int32)
+    del src, dst, ilabel, cost
+    aux = torch.from_numpy(olabel[order]) if keep_aux_labels else None
+    del olabel, order
+    return k2.Fsa(torch.from_numpy(arcs), aux)
+
+
+def G_cache_path(fst_txt: PathLike) -> Path:
+    """Where the rescoring G of `fst_txt` is cached: G_4_gram.fst.txt -> G_4_gram.pt."""
+    fst_txt = Path(fst_txt)
+    return fst_txt.with_name(fst_txt.name.replace(".fst.txt", "") + ".pt")
+
+
+def build_G_cache(fst_txt: PathLike, first_disambig_word_id: int) -> Path:
+    """Write the rescoring G of `fst_txt` to `G_cache_path` unless it is newer than the text: an
+    acceptor on word ids (back-off `#0` and above become epsilon), arc-sorted. steps/decode.sh runs
+    this once before its parallel jobs, so they only load it."""
+    k2 = import_k2()
+
+    fst_txt = Path(fst_txt)
+    cache = G_cache_path(fst_txt)
+    if cache.is_file() and fst_txt.is_file() and cache.stat().st_mtime >= fst_txt.stat().st_mtime:
+        return cache
+    if not fst_txt.is_file():
+        raise FileNotFoundError(f"{fst_txt} does not exist; build it with qnet.bin.make_lm")
+    start = time.time()
+    logging.info(f"reading {fst_txt} into {cache}")
+    G = read_openfst_text(fst_txt, keep_aux_labels=False)
+    labels = G.labels.clone()
+    labels[labels >= first_disambig_word_id] = 0
+    G.labels = labels
+    G = k2.arc_sort(k2.Fsa.from_fsas([k2.Fsa(G.arcs)]))  # a fresh Fsa: no attributes but the arcs
+    atomic_torch_save(G.as_dict(), cache)
+    logging.info(f"{cache}: {G.arcs.tot_size(1)} states, {G.num_arcs} arcs ({time.time() - start:.1f} s)")
+    return cache
+
+
+def load_G(fst_txt: PathLike, first_disambig_word_id: int, device="cpu"):
+    """G for rescoring (`build_G_cache`, built here when missing) with `lm_scores` set."""
     k2 = import_k2()
     import torch
 
-    fst_txt = Path(fst_txt)
-    cache = fst_txt.with_name(fst_txt.name.replace(".fst.txt", "") + ".pt")
-    if cache.is_file() and cache.stat().st_mtime >= fst_txt.stat().st_mtime:
-        G = k2.Fsa.from_dict(torch.load(cache, map_location="cpu"))
-    else:
-        if not fst_txt.is_file():
-            raise FileNotFoundError(f"{fst_txt} does not exist; build it with qnet.bin.make_lm")
-        logging.info(f"loading {fst_txt} (cached as {cache} afterwards)")
-        with open(fst_txt, encoding="utf-8") as f:
-            G = k2.Fsa.from_openfst(f.read(), acceptor=False)
-        del G.aux_labels
-        labels = G.labels.clone()
-        labels[labels >= first_disambig_word_id] = 0
-        G.labels = labels
-        G.__dict__["_properties"] = None
-        G = k2.Fsa.from_fsas([G])
-        G = k2.arc_sort(G)
-        atomic_torch_save(G.as_dict(), cache)
-    G = G.to(device)
-    if epsilon_self_loops:
-        G = k2.add_epsilon_self_loops(G)
-    G = k2.arc_sort(G)
+    cache = build_G_cache(fst_txt, first_disambig_word_id)
+    G = k2.Fsa.from_dict(torch.load(cache, map_location="cpu")).to(device)
+    G.lm_scores = G.scores.clone()
+    return G
+
+
+def with_epsilon_self_loops(G):
+    """G with epsilon self-loops (whole-lattice rescoring composes lattices with it), arc-sorted,
+    `lm_scores` set."""
+    k2 = import_k2()
+
+    G = k2.arc_sort(k2.add_epsilon_self_loops(G))
     G.lm_scores = G.scores.clone()
     return G

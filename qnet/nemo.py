@@ -21,7 +21,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Tuple
 
 import torch
 
@@ -29,8 +29,8 @@ from qnet.model.checkpoint import torch_load
 from qnet.model.configs import BlockSpec, QuartzNetConfig
 from qnet.model.quartznet import QuartzNet
 from qnet.tokens import BLANK, SPACE, TokenTable
+from qnet.utils import PathLike
 
-PathLike = Union[str, Path]
 log = logging.getLogger(__name__)
 
 _ENCODERS = ("ConvASREncoder", "JasperEncoder")

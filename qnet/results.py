@@ -8,6 +8,10 @@ the setting is chosen on a tuning set (`--tune test-clean=dev-clean`: the LM sca
 is the one reported for test-clean), or, without a tuning set, the best setting of that very set,
 which is then marked as such (an optimistic "oracle" number, as icefall's `best for <set>`).
 
+With `voices` (a synthetic corpus's `synth_voices.txt`), RESULTS.md also gets a per-voice table: the WER
+of each speaker (TTS voice) of a test set, for the greedy and HLG 1best results of every system that
+decoded it. With `stage_times` (lines `<stage> <seconds> <what>`), it lists each stage's wall time.
+
 Published numbers come from /work/shared/reference/quartznet.md §7.1 (verified, with their source);
 the unverified paper tables (§7.2) are deliberately left out and say so.
 """
@@ -21,6 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from qnet.utils import PathLike
 
 SUMMARY_PREFIX = "wer-summary-"
+CER_SUMMARY_PREFIX = "cer-summary-"
+CER_SUFFIX = "-cer"
 SETTING_SEP = "_lm_scale_"
 METHOD_ORDER = ["greedy", "ctc-decoding", "1best", "nbest", "nbest-rescoring", "whole-lattice-rescoring"]
 
@@ -59,6 +65,16 @@ PUBLISHED = {
         PublishedRow("ESPnet Transformer + char LM (not QuartzNet)", {"test_dev93": 6.6, "test_eval92": 4.6},
                      "char LM", "espnet egs2/wsj/asr1 README"),
     ],
+    # CMU's AN4 test set (130 utterances, 773 words). ESPnet's train_dev (100 utterances of CMU's train
+    # list) is not our dev set (8 train speakers), so its dev numbers are left out.
+    "an4": [
+        PublishedRow("ESPnet2 Transformer (joint CTC/attention), BPE 30, speed perturbation", {"test": 7.4},
+                     "beam 10, CTC weight 0.3, LM weight 0.1",
+                     "espnet egs2/an4/asr1 README.md, asr_train_asr_transformer_raw_en_bpe30_sp (2021-12-25)"),
+        PublishedRow("ESPnet2 Transformer (joint CTC/attention), BPE 30, speed perturbation", {"test": 7.6},
+                     "beam 10, CTC weight 0.3, no LM",
+                     "espnet egs2/an4/asr1 README.md, asr_train_asr_transformer_raw_en_bpe30_sp (2021-12-25)"),
+    ],
 }
 PUBLISHED_NOTE = {
     "librispeech": "Published numbers: only those verified in a second source (reference quartznet.md §7.1); "
@@ -66,6 +82,11 @@ PUBLISHED_NOTE = {
     "wsj": "The paper's WSJ numbers (5x3 from scratch; 15x5 pretrained on LibriSpeech + Common Voice, "
            "fine-tuned) could not be verified (reference quartznet.md §7.2) and are not shown; the rows "
            "below are other systems, for the expected magnitude only.",
+    "an4": "AN4 test set, trained on AN4 alone. ESPnet2's transformer (CTC/attention, BPE 30) also reports "
+           "3.6% CER on test with and without LM. ESPnet1's egs/an4/asr1/RESULTS reports character error "
+           "rates only (test: 12.6% CTC-only, mtlalpha 1.0; 15.3% CTC/attention, mtlalpha 0.5). NVIDIA NeMo's "
+           "AN4 tutorial (tutorials/asr/ASR_with_NeMo.ipynb: Jasper 4x1, 50 epochs; fine-tuning QuartzNet "
+           "15x5 for 2 epochs) prints its WER but publishes no figure, so no NeMo row is shown.",
 }
 
 
@@ -112,16 +133,26 @@ def read_wer_summary(path: PathLike) -> Dict[str, float]:
     return scores
 
 
-def collect_system(name: str, exp_dir: PathLike) -> System:
-    """Read every wer-summary file under `exp_dir`; a set scored twice with one key is an error."""
+def cer_key(key: str) -> str:
+    """The result key of a character error rate: `greedy` -> `greedy-cer`, setting kept at the end."""
+    method, setting = split_key(key)
+    return f"{method}{CER_SUFFIX}" + (f"{SETTING_SEP}{setting[len('lm_scale_'):]}" if setting else "")
+
+
+def collect_system(name: str, exp_dir: PathLike, cer: bool = False) -> System:
+    """Read every wer-summary file under `exp_dir` (with `cer`, also every cer-summary file, as
+    methods `<method>-cer`); a set scored twice with one key is an error."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise FileNotFoundError(f"system {name}: experiment folder {exp_dir} does not exist")
     system = System(name, exp_dir)
     seen: Dict[Tuple[str, str], Path] = {}
-    for path in sorted(exp_dir.rglob(f"{SUMMARY_PREFIX}*.txt")):
-        test_set = path.name[len(SUMMARY_PREFIX):-len(".txt")]
-        for key, wer in read_wer_summary(path).items():
+    paths = [(p, SUMMARY_PREFIX, str) for p in sorted(exp_dir.rglob(f"{SUMMARY_PREFIX}*.txt"))]
+    if cer:
+        paths += [(p, CER_SUMMARY_PREFIX, cer_key) for p in sorted(exp_dir.rglob(f"{CER_SUMMARY_PREFIX}*.txt"))]
+    for path, prefix, rename in paths:
+        test_set = path.name[len(prefix):-len(".txt")]
+        for key, wer in ((rename(k), v) for k, v in read_wer_summary(path).items()):
             if (test_set, key) in seen:
                 raise ValueError(f"system {name}: {test_set}/{key} is scored in both {seen[test_set, key]} "
                                  f"and {path}; point the system at one of them")
@@ -222,6 +253,103 @@ class Check:
                                                   f"(target >= {need:.0f}%)")
 
 
+PER_VOICE_METHODS = ("greedy", "1best")
+
+
+def read_voices(path: PathLike) -> Dict[str, str]:
+    """`synth_voices.txt` (`split speaker set gender voice minutes`) -> {speaker: voice}."""
+    path = Path(path)
+    voices: Dict[str, str] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 6:
+            raise ValueError(f"{path}:{lineno}: expected 'split speaker set gender voice minutes', got {line!r}")
+        voices[parts[1]] = parts[4]
+    if not voices:
+        raise ValueError(f"{path}: no voices in the file")
+    return voices
+
+
+def speaker_of(utt_id: str, speakers: Sequence[str]) -> str:
+    """The speaker of an utterance id: the listed speaker it starts with, else its `spk-...` prefix
+    (LibriSpeech) or first 3 characters (a WSJ speaker code)."""
+    head = utt_id.split("-", 1)[0]
+    if head in speakers:
+        return head
+    listed = next((s for s in speakers if utt_id.startswith(s)), None)
+    return listed or (head if "-" in utt_id else utt_id[:3])
+
+
+def per_voice_rows(system: System, test_set: str, voices: Dict[str, str]) -> List[Tuple[str, str, int, Dict[str, float]]]:
+    """(speaker, voice, utterances, {method: WER}) per speaker of `test_set` in `system`'s decode files."""
+    from qnet.scoring import error_stats, pair_results, read_text
+
+    refs_files = sorted(system.exp_dir.rglob(f"ref-{test_set}.txt"))
+    if not refs_files:
+        return []
+    decode_dir = refs_files[0].parent
+    refs = read_text(refs_files[0])
+    by_speaker: Dict[str, List[str]] = {}
+    for utt in refs:
+        by_speaker.setdefault(speaker_of(utt, list(voices)), []).append(utt)
+    rows = []
+    for spk in sorted(by_speaker):
+        utts = by_speaker[spk]
+        wers: Dict[str, float] = {}
+        for method in PER_VOICE_METHODS:
+            hyp_file = decode_dir / f"hyp-{test_set}-{method}.txt"
+            if hyp_file.is_file():
+                hyps = read_text(hyp_file)
+                results = pair_results({u: refs[u] for u in utts}, {u: hyps[u] for u in utts if u in hyps})
+                wers[method] = error_stats(results)[0].rate
+        rows.append((spk, voices.get(spk, "(not in the voice list)"), len(utts), wers))
+    return rows
+
+
+def render_per_voice(systems: Sequence[System], voice_files: Dict[str, PathLike]) -> List[str]:
+    """Markdown sections: WER per speaker (TTS voice) of each test set in `voice_files`."""
+    lines: List[str] = []
+    for test_set, path in voice_files.items():
+        voices = read_voices(path)
+        for system in systems:
+            rows = per_voice_rows(system, test_set, voices)
+            if not rows:
+                continue
+            methods = [m for m in PER_VOICE_METHODS if any(m in r[3] for r in rows)]
+            lines += [f"## Per voice: {system.name}, {test_set}", "",
+                      "| speaker | voice | utterances | " + " | ".join(methods) + " |",
+                      "|---|---|---|" + "---|" * len(methods)]
+            for spk, voice, n, wers in rows:
+                vals = [f"{wers[m]:.2f}" if m in wers else "-" for m in methods]
+                lines.append(f"| {spk} | {voice} | {n} | " + " | ".join(vals) + " |")
+            lines.append("")
+    return lines
+
+
+def read_stage_times(path: PathLike) -> List[Tuple[str, int, str]]:
+    """`<stage> <seconds> <what>` lines -> [(stage, seconds, what)]."""
+    path = Path(path)
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split(maxsplit=2)
+        if not parts:
+            continue
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise ValueError(f"{path}:{lineno}: expected '<stage> <seconds> <what>', got {line!r}")
+        rows.append((parts[0], int(parts[1]), parts[2] if len(parts) > 2 else ""))
+    return rows
+
+
+def render_stage_times(rows: Sequence[Tuple[str, int, str]]) -> List[str]:
+    """Markdown table of stage wall times and their sum."""
+    lines = ["## Wall time per stage", "", "| stage | what | seconds |", "|---|---|---|"]
+    lines += [f"| {st} | {what} | {sec} |" for st, sec, what in rows]
+    lines += [f"| all | sum of the stages above | {sum(r[1] for r in rows)} ({sum(r[1] for r in rows) / 60:.1f} min) |", ""]
+    return lines
+
+
 def _fmt(cell: Optional[Cell]) -> str:
     if cell is None:
         return "-"
@@ -239,6 +367,8 @@ def render_markdown(
     published: Optional[str] = None,
     checks: Sequence[Check] = (),
     notes: Sequence[str] = (),
+    voice_files: Optional[Dict[str, PathLike]] = None,
+    stage_times: Sequence[Tuple[str, int, str]] = (),
 ) -> Tuple[str, List[Tuple[Check, Optional[bool], str]]]:
     """RESULTS.md text and the evaluated checks."""
     tune = tune or {}
@@ -281,6 +411,10 @@ def render_markdown(
             evaluated.append((check, ok, desc))
             lines.append(f"| {check.label} | {desc} | {status} |")
         lines.append("")
+    if voice_files:
+        lines += render_per_voice(systems, voice_files)
+    if stage_times:
+        lines += render_stage_times(stage_times)
     lines += ["## Sources", ""]
     for system in systems:
         lines.append(f"- {system.name}: " + ", ".join(str(f) for f in system.files))

@@ -83,6 +83,12 @@ def error_stats(results: Iterable[Result]) -> Tuple[ErrorCounts, List[Tuple[str,
     return counts, alignments
 
 
+def word_errors(ref: str, hyp: str) -> int:
+    """Word errors (substitutions + deletions + insertions) of one hypothesis, as counted in the errs files."""
+    counts, _ = error_stats([("", ref.split(), hyp.split())])
+    return counts.errors
+
+
 def write_error_stats(path: PathLike, name: str, results: Sequence[Result], unit: str = "WER") -> ErrorCounts:
     """Write an errs- file (summary, per-utterance details, error sections, per-word stats) and log the
     Kaldi summary line; returns the totals."""

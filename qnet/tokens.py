@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-PathLike = Union[str, Path]
+from qnet.utils import PathLike, atomic_write_text
+
 
 BLANK = "<blk>"
 SPACE = "<space>"
@@ -42,8 +43,6 @@ def read_symbol_file(path: PathLike) -> List[str]:
 
 def write_symbol_file(path: PathLike, symbols: Sequence[str]) -> None:
     """Write `SYMBOL ID` lines (id = position) atomically."""
-    from qnet.utils import atomic_write_text
-
     atomic_write_text(path, "".join(f"{s} {i}\n" for i, s in enumerate(symbols)))
 
 
@@ -196,6 +195,9 @@ class BpeTokenizer:
             raise ValueError(f"{model_path}: pieces do not match the given token table")
         self.table = sp_table
         self.alphabet = LETTERS
+        # ids that are no text: sentencepiece would print <sos/eos> as a word and <unk> as " ⁇ "
+        self.non_text_ids = {self.table.blank_id, self.sp.unk_id()}
+        self.non_text_ids.update(self.table.id(s) for s in (SOS_EOS, UNK) if s in self.table)
 
     def normalize(self, text: str) -> Tuple[str, NormalizationStats]:
         """Normalize `text` to lowercase letters, apostrophes and spaces."""
@@ -206,8 +208,9 @@ class BpeTokenizer:
         return list(self.sp.encode(text, out_type=int))
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of piece ids (blanks ignored)."""
-        return self.sp.decode([int(i) for i in ids if int(i) != self.table.blank_id])
+        """Text of piece ids; <blk>, <sos/eos> and <unk> are dropped, as they stand for no letters."""
+        text = self.sp.decode([int(i) for i in ids if int(i) not in self.non_text_ids])
+        return " ".join(text.split())
 
 
 def train_bpe(transcript: PathLike, vocab_size: int, out_dir: PathLike) -> Path:

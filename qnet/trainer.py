@@ -1,6 +1,6 @@
 """QuartzNet CTC training: one process per device (torchrun / SLURM / single), NovoGrad + cosine
-schedule, AMP, atomic resumable checkpoints, fine-tuning init, validation with greedy WER,
-tensorboard and a PNG of the curves.
+schedule, AMP (fp16 + GradScaler or bf16; on CUDA, and bf16 on CPU), atomic resumable checkpoints,
+fine-tuning init, validation with greedy WER, tensorboard and a PNG of the curves.
 
 Entry point: `train(args)` with the options of `qnet.bin.train` (see `add_train_arguments`).
 
@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from qnet.utils import str2bool
+from qnet.utils import atomic_output, str2bool
 
 MAX_CONSECUTIVE_NONFINITE = 20
 
@@ -77,6 +77,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--time-masks", type=int, default=2)
     g.add_argument("--time-width", type=float, default=55,
                    help="time strip width: frames (>= 1) or a fraction of the utterance (< 1)")
+    g.add_argument("--freq-warp", type=float, default=0.0,
+                   help="VTLP-style frequency warp by a random factor in [1 - x, 1 + x] per utterance (0 = off)")
 
     g = parser.add_argument_group("optimization")
     g.add_argument("--num-epochs", type=int, default=10)
@@ -91,8 +93,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="schedule length; default num-epochs x batches per epoch (counted at the start)")
     g.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm to this (0 = off)")
     g.add_argument("--ctc-backend", choices=("k2", "torch"), default=None, help="default: k2 when importable")
-    g.add_argument("--amp", choices=("fp16", "bf16", "none"), default="fp16",
-                   help="mixed precision on CUDA (CPU always trains in fp32)")
+    g.add_argument("--amp", choices=("auto", "fp16", "bf16", "none"), default="auto",
+                   help="mixed precision (torch.autocast; fp16 with a GradScaler): auto = fp16 on CUDA, none on "
+                        "CPU; bf16 also works on CPU")
+    g.add_argument("--model-impl", default="auto",
+                   help="model code path (qnet.model.quartznet.parse_impl): auto = the CPU rewrites on CPU, plain "
+                        "Conv1d/BatchNorm1d elsewhere; plain; cpu; or rewrites joined by '+'")
     g.add_argument("--max-consecutive-nonfinite", type=int, default=MAX_CONSECUTIVE_NONFINITE,
                    help="stop after this many batches in a row with NaN/inf loss")
 
@@ -113,6 +119,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Distributed setup
+
+
+# Above this many training cuts the batches per epoch are estimated at start-up instead of counted.
+EXACT_COUNT_MAX_CUTS = 50_000
 
 
 @dataclass
@@ -226,19 +236,7 @@ def parameter_checksums(model: torch.nn.Module) -> List[float]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Metrics
-
-
-def word_errors(ref: str, hyp: str) -> int:
-    """Word-level edit distance (substitutions + deletions + insertions)."""
-    r, h = ref.split(), hyp.split()
-    prev = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        cur = [i] + [0] * len(h)
-        for j in range(1, len(h) + 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r[i - 1] != h[j - 1]))
-        prev = cur
-    return prev[-1]
+# Training curves
 
 
 def plot_curves(history: List[Dict[str, Any]], png_path: Path) -> None:
@@ -274,14 +272,89 @@ def plot_curves(history: List[Dict[str, Any]], png_path: Path) -> None:
     ax.set_title("gradient norm")
     ax.set_xlabel("step")
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_output(png_path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, png_path)
 
 
 # ----------------------------------------------------------------------------------------------
 # The trainer
+
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast_works(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether torch.autocast on `device_type` really runs in `dtype` here (torch 1.13's CPU autocast
+    silently turns itself off for anything but bf16)."""
+    import warnings
+
+    from qnet.model.quartznet import autocast_dtype
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with torch.autocast(device_type, dtype=dtype):
+                return autocast_dtype(device_type) == dtype
+        except RuntimeError:
+            return False
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The precision to train in ("fp16", "bf16", "none") for --amp on `device`; TrainingError if impossible."""
+    if amp == "auto":
+        return "fp16" if device.type == "cuda" else "none"
+    if amp == "none":
+        return amp
+    if device.type == "cuda" and amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise TrainingError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
+    if not autocast_works(device.type, AMP_DTYPES[amp]):
+        raise TrainingError(
+            f"--amp {amp}: torch {torch.__version__} has no {amp} autocast on {device.type}; "
+            f"use --amp {'bf16 or none' if amp == 'fp16' else 'none'}"
+        )
+    return amp
+
+
+def make_grad_scaler(device_type: str, enabled: bool):
+    """A GradScaler for `device_type` (torch >= 2.3 scales on CPU too; before, torch.cuda.amp's, CUDA only)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device_type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled and device_type == "cuda")
+
+
+def apply_gradients(
+    loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler, grad_clip: float
+) -> Tuple[float, bool]:
+    """Backward of `loss` (scaled by `scaler`), unscale, clip the norm to `grad_clip` (0 = off), and step.
+
+    A NaN/inf gradient (an fp16 overflow, or any other) skips the step: parameters and optimizer state stay
+    as they were, and an enabled scaler lowers its scale. Returns (gradient norm, whether updated).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # records the scaler's inf check even when the step is skipped below
+    max_norm = grad_clip if grad_clip > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    updated = math.isfinite(grad_norm)
+    if updated:
+        scaler.step(optimizer)
+    scaler.update()
+    return grad_norm, updated
+
+
+def setup_device(requested: str) -> Tuple[DistInfo, torch.device]:
+    """Join the process group (init_distributed) and pick this process's device for --device `requested`
+    (auto, cpu, cuda, cuda:N); under DDP on CUDA one GPU per rank. TrainingError when CUDA is missing."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"--device {requested}: CUDA is not available here; use --device cpu")
+    info = init_distributed("cuda" if requested.startswith("cuda") else "cpu")
+    if requested == "cuda" and info.is_distributed:
+        # One GPU per task: cuda:LOCAL_RANK, or cuda:0 when the launcher bound one GPU to each task.
+        requested = f"cuda:{info.local_rank if torch.cuda.device_count() > 1 else 0}"
+    return info, torch.device(requested)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -293,27 +366,15 @@ class Trainer:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        requested = args.device
-        if requested == "auto":
-            requested = "cuda" if torch.cuda.is_available() else "cpu"
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise TrainingError(f"--device {args.device}: CUDA is not available here; use --device cpu")
-        self.dist = init_distributed("cuda" if requested.startswith("cuda") else "cpu")
-        if requested == "cuda" and self.dist.is_distributed:
-            # One GPU per task: cuda:LOCAL_RANK, or cuda:0 when the launcher bound one GPU to each task.
-            index = self.dist.local_rank if torch.cuda.device_count() > 1 else 0
-            requested = f"cuda:{index}"
-        self.device = torch.device(requested)
+        self.dist, self.device = setup_device(args.device)
         self.exp_dir = Path(args.exp_dir)
         self._setup_logging()
         if args.num_threads > 0:
             torch.set_num_threads(args.num_threads)
 
-        self.amp = args.amp if self.device.type == "cuda" else "none"
-        if args.amp != "none" and self.device.type != "cuda":
-            logging.info("--amp %s ignored on %s: training in fp32", args.amp, self.device)
-        if self.amp == "bf16" and not torch.cuda.is_bf16_supported():
-            raise TrainingError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
+        self.amp = resolve_amp(args.amp, self.device)
+        logging.info("precision: %s", "fp32" if self.amp == "none" else f"{self.amp} autocast on {self.device.type}"
+                     + (" with a GradScaler" if self.amp == "fp16" else ""))
 
         self._seed_everything(args.seed + self.dist.rank)
         self._setup_tokens()
@@ -325,7 +386,8 @@ class Trainer:
         self.epoch = 1
         self.batches_done = 0
         self.steps_this_run = 0
-        self.counters = {"nonfinite_batches": 0, "consecutive_nonfinite": 0, "infinite_utts": 0}
+        self.counters = {"nonfinite_batches": 0, "consecutive_nonfinite": 0, "infinite_utts": 0,
+                         "overflow_steps": 0, "consecutive_overflow": 0}
         self._maybe_resume()
         self.tb = None
         if self.dist.is_main and args.tensorboard:
@@ -370,11 +432,17 @@ class Trainer:
 
         a = self.args
         t0 = time.time()
-        train_cuts, counts, per_file = load_train_cuts(a.train_cuts, self.tokenizer, a.max_utt_duration, seed=a.seed)
+        # Rank 0 scans and tokenizes the manifests once (exp_dir/train_cuts_index.json, kept for resumes);
+        # the other ranks wait for it, then read the manifests lazily, filtered by its dropped ids.
+        train_cuts, counts, per_file = load_train_cuts(
+            a.train_cuts, self.tokenizer, a.max_utt_duration, seed=a.seed,
+            index_path=self.exp_dir / "train_cuts_index.json", is_main=self.dist.is_main,
+            barrier=dist.barrier if self.dist.is_distributed else None, num_jobs=min(8, os.cpu_count() or 1),
+        )
         if len(per_file) > 1:
             for path, c in zip(a.train_cuts, per_file):
                 logging.info("  %s: %s", path, c)
-        logging.info("training cuts (%.0f s to scan): %s", time.time() - t0, counts)
+        logging.info("training cuts (%.0f s to index or read the index): %s", time.time() - t0, counts)
         if counts.kept == 0:
             raise TrainingError(f"no training cuts left after filtering {a.train_cuts}: {counts}")
         self.train_counts = counts
@@ -428,8 +496,15 @@ class Trainer:
             freq_width=a.freq_width,
             time_masks=a.time_masks,
             time_width=int(a.time_width) if a.time_width >= 1 else float(a.time_width),
+            freq_warp=a.freq_warp,
+            num_bins=model.config.feat_in,
         )
         logging.info("model %s: %d parameters; augmentation: %s", model.config.name, count_parameters(model), model.augment)
+        try:
+            model.set_impl(a.model_impl)
+        except ValueError as exc:
+            raise TrainingError(f"--model-impl: {exc}") from exc
+        logging.info("model code path: %s", a.model_impl)
         self.model = model.to(self.device)
         self.ddp_model = self.model
         if self.dist.is_distributed:
@@ -453,6 +528,7 @@ class Trainer:
             weight_decay=a.weight_decay,
             grad_averaging=a.grad_averaging,
         )
+        self.steps_per_epoch_exact = True
         if a.max_steps > 0:
             self.steps_per_epoch = None
             max_steps = a.max_steps
@@ -460,20 +536,34 @@ class Trainer:
             # The schedule's length and the epoch size come back with the checkpoint (_maybe_resume).
             self.steps_per_epoch = None
             max_steps = 1
-        else:
+        elif self.train_counts.kept <= EXACT_COUNT_MAX_CUTS:
             t0 = time.time()
             self.steps_per_epoch = self.train_loader.count_batches()
             max_steps = max(1, self.steps_per_epoch * a.num_epochs)
             logging.info("%d batches per epoch (counted in %.0f s); schedule: %d steps, warmup %d",
                          self.steps_per_epoch, time.time() - t0, max_steps, a.warmup_steps)
+        else:
+            # Counting means a pass of the sampler over every cut (minutes at LibriSpeech size) before
+            # the first step: estimate from the kept hours instead, and set the true count after epoch 1.
+            from qnet.data import estimate_batches_per_epoch
+
+            self.steps_per_epoch = estimate_batches_per_epoch(self.train_counts.kept_seconds, a.max_duration,
+                                                              self.dist.world_size)
+            self.steps_per_epoch_exact = False
+            max_steps = max(1, self.steps_per_epoch * a.num_epochs)
+            logging.info("about %d batches per epoch (estimated from %.0f h; counted during epoch 1); schedule: "
+                         "%d steps, warmup %d", self.steps_per_epoch, self.train_counts.kept_seconds / 3600,
+                         max_steps, a.warmup_steps)
         self.scheduler = CosineWarmupScheduler(self.optimizer, a.warmup_steps, max_steps, a.min_lr)
-        self.scaler = torch.cuda.amp.GradScaler(enabled=self.amp == "fp16")
+        self.scaler = make_grad_scaler(self.device.type, enabled=self.amp == "fp16")
+        if self.amp == "fp16" and not self.scaler.is_enabled():
+            raise TrainingError(f"--amp fp16: torch {torch.__version__} has no GradScaler for {self.device.type}; "
+                                f"use --amp bf16")
 
     def _autocast(self):
         if self.amp == "none":
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.amp == "fp16" else torch.bfloat16
-        return torch.autocast(device_type="cuda", dtype=dtype)
+        return torch.autocast(device_type=self.device.type, dtype=AMP_DTYPES[self.amp])
 
     # -- checkpoints --------------------------------------------------------------------------------
 
@@ -495,12 +585,16 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["grad_scaler"])
+        if ckpt.get("grad_scaler") or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt.get("grad_scaler", {}))
+        else:  # written by a run without fp16 (--amp bf16/none): this fp16 run starts a fresh loss scale
+            logging.info("checkpoint has no GradScaler state (not an fp16 run): starting with a fresh loss scale")
         self.step = int(ckpt["step"])
         self.epoch = int(ckpt["epoch"])
         self.batches_done = int(ckpt["batches_done"])
         self.history = list(ckpt.get("history", []))
         self.counters.update(ckpt.get("counters", {}))
+        self.steps_per_epoch_exact = bool(ckpt.get("steps_per_epoch_exact", True))
         if ckpt.get("steps_per_epoch"):
             self.steps_per_epoch = ckpt["steps_per_epoch"]
             wanted = self.steps_per_epoch * self.args.num_epochs
@@ -521,6 +615,16 @@ class Trainer:
             logging.warning("checkpoint was written by %d ranks, now %d: RNG states not restored", len(rng), self.dist.world_size)
         logging.info("resumed from %s: step %d, epoch %d after %d batches", self.resume_path, self.step, self.epoch, self.batches_done)
 
+    def _set_epoch_length(self, batches: int) -> None:
+        """Replace the estimated batches per epoch by the count of a finished epoch (the same on every
+        rank: an epoch ends everywhere when one rank runs out), and the schedule's length with it."""
+        logging.info("epoch %d had %d batches (estimated %s)%s", self.epoch, batches, self.steps_per_epoch,
+                     "" if self.args.max_steps > 0 else f"; schedule: {batches * self.args.num_epochs} steps")
+        self.steps_per_epoch = batches
+        self.steps_per_epoch_exact = True
+        if self.args.max_steps == 0:
+            self.scheduler.max_steps = max(1, batches * self.args.num_epochs)
+
     def save_checkpoint(self, path: Path) -> None:
         """Write a training checkpoint (rank 0 writes; every rank contributes its RNG state)."""
         from qnet.checkpoint import get_rng_state
@@ -539,6 +643,7 @@ class Trainer:
             "epoch": self.epoch,
             "batches_done": self.batches_done,
             "steps_per_epoch": self.steps_per_epoch,
+            "steps_per_epoch_exact": self.steps_per_epoch_exact,
             "history": self.history,
             "counters": dict(self.counters),
             "args": vars(self.args),
@@ -557,6 +662,24 @@ class Trainer:
         with self._autocast():
             log_probs, out_lens = self.ddp_model(feats, feat_lens)
         return self.ctc(log_probs, out_lens, batch["tokens"])
+
+    def _gradient_overflow(self, scale: Optional[float]) -> None:
+        """Count and log a step skipped for a NaN/inf gradient; stop when it keeps happening."""
+        self.counters["overflow_steps"] += 1
+        self.counters["consecutive_overflow"] += 1
+        in_a_row = self.counters["consecutive_overflow"]
+        if scale is not None:
+            # fp16: routine while the GradScaler finds its scale (it halves it on every overflow)
+            logging.info("gradient overflow at step %d: update skipped, loss scale %g -> %g",
+                         self.step + 1, scale, self.scaler.get_scale())
+        else:
+            logging.warning("gradient overflow at step %d (NaN/inf gradient, finite loss): update skipped "
+                            "(%d in a row)", self.step + 1, in_a_row)
+        if in_a_row >= self.args.max_consecutive_nonfinite:
+            raise TrainingError(
+                f"{in_a_row} steps in a row had NaN/inf gradients (step {self.step + 1}): training has diverged. "
+                f"Resume from an earlier checkpoint with a lower --lr, --grad-clip (e.g. 1.0) or --amp bf16/none."
+            )
 
     def _oom_message(self, batch: Dict[str, Any]) -> str:
         durs = batch["durations"]
@@ -626,18 +749,17 @@ class Trainer:
                     grad_norm = float("nan")
                 else:
                     self.counters["consecutive_nonfinite"] = 0
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scaler.scale(loss).backward()
-                    self.scaler.unscale_(self.optimizer)
-                    max_norm = a.grad_clip if a.grad_clip > 0 else float("inf")
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
+                    scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+                    grad_norm, updated = apply_gradients(loss, self.model, self.optimizer, self.scaler, a.grad_clip)
                     self.counters["infinite_utts"] += int(n_inf_all)
-                    interval["loss"] += loss_sum
-                    interval["utts"] += n_utts
-                    interval["grad_norm"] += grad_norm if math.isfinite(grad_norm) else 0.0
-                    interval["updates"] += 1
+                    if updated:
+                        self.counters["consecutive_overflow"] = 0
+                        interval["loss"] += loss_sum
+                        interval["utts"] += n_utts
+                        interval["grad_norm"] += grad_norm
+                        interval["updates"] += 1
+                    else:
+                        self._gradient_overflow(scale)
             except RuntimeError as exc:
                 if _is_oom(exc) and batch is not None:
                     msg = self._oom_message(batch)
@@ -695,6 +817,7 @@ class Trainer:
     def validate(self) -> Optional[Dict[str, float]]:
         """Validation loss (mean per utterance) and greedy WER (%) over all ranks' shares."""
         from qnet.ctc import greedy_decode
+        from qnet.scoring import word_errors
 
         if self.valid_loader is None:
             return None
@@ -758,6 +881,8 @@ class Trainer:
                     self.tb.add_scalar("valid/loss", valid["loss"], self.step)
                     self.tb.add_scalar("valid/wer", valid["wer"], self.step)
             logging.info(msg)
+            if not self.steps_per_epoch_exact:
+                self._set_epoch_length(self.batches_done)
             self.epoch += 1
             self.batches_done = 0
             self.save_checkpoint(self.exp_dir / f"epoch-{epoch}.pt")
@@ -769,8 +894,10 @@ class Trainer:
                 plot_curves(self.history, self.exp_dir / "curves.png")
                 logging.info("curves: %s", self.exp_dir / "curves.png")
             logging.info(
-                "done: %d steps, %d non-finite batches skipped, %d infinite-loss utterances zeroed",
-                self.step, self.counters["nonfinite_batches"], self.counters["infinite_utts"],
+                "done: %d steps, %d non-finite batches skipped, %d gradient-overflow steps skipped, "
+                "%d infinite-loss utterances zeroed",
+                self.step, self.counters["nonfinite_batches"], self.counters["overflow_steps"],
+                self.counters["infinite_utts"],
             )
         if self.tb is not None:
             self.tb.close()

@@ -1,19 +1,30 @@
 """Small helpers shared by every qnet module: logging, atomic writes, lazy k2, argparse types."""
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
+# A file or folder name argument; every qnet module imports this one.
 PathLike = Union[str, Path]
 
-# mkstemp creates 0600 files; give finished files the usual umask-respecting mode instead.
-_umask = os.umask(0)
-os.umask(_umask)
-_FILE_MODE = 0o666 & ~_umask
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else set and reset."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class MissingDependencyError(ImportError):
@@ -46,22 +57,32 @@ def setup_logger(log_file: Optional[PathLike] = None, rank: int = 0, level: int 
     logging.basicConfig(level=level if rank == 0 else logging.WARNING, format=fmt, handlers=handlers, force=True)
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_output(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path next to `path` to write into; on success it gets the umask mode and is
+    renamed to `path`, on any error it is removed (so a killed job never leaves half a file). Writers
+    that choose the format from the name (lhotse's to_file) need a `suffix` like ".tmp.jsonl.gz"."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
+        yield Path(tmp)
+        # mkstemp made the file 0600: give it the mode an ordinary open() would have given it
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -73,18 +94,8 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """torch.save `obj` to `path` atomically (temporary file + rename), so a kill never leaves half a file."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def str2bool(value: str) -> bool:

@@ -4,6 +4,8 @@
 #   e.g. steps/decode.sh --cmd "$decode_cmd" --nj 4 --methods greedy,1best,whole-lattice-rescoring \
 #          --G-rescore data/lm/G_4_gram.fst.txt exp/avg.pt data/fbank/mini_cuts_test.jsonl.gz \
 #          data/lang_char exp/decode_test
+#   NNLM rescoring (n-best of the HLG lattice, scored with G_rescore and a neural LM, both scales swept):
+#        --methods 1best,nnlm-rescoring --G-rescore data/lm/G_4_gram.fst.txt --nnlm exp/nnlm/nnlm.pt
 # Writes <decode-dir>/{ref,hyp}-SET*.txt, recogs-/errs-/wer-summary-SET files and log/decode.JOB.log.
 #
 # Markers: <decode-dir>/.done (after scoring succeeded; lists the methods decoded so far) and
@@ -19,6 +21,9 @@ test_set=
 hlg=
 G_rescore=
 lm_scales=
+nnlm=
+nnlm_scales=
+nnlm_max_tokens=20000
 max_duration=200
 device=cpu
 search_beam=20
@@ -28,13 +33,16 @@ max_active_states=10000
 num_paths=100
 nbest_scale=0.5
 max_lattice_frames=1500
+blank_skip_threshold=0
 max_lattice_arcs=50000
 max_intersect_arcs=2000000
 cer=
-help_message="Usage: $0 [--cmd run.pl] [--nj N] [--methods greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring]
-  [--test-set NAME] [--hlg HLG.pt] [--G-rescore G.fst.txt] [--lm-scales 0.5,0.8] [--max-duration 200]
+help_message="Usage: $0 [--cmd run.pl] [--nj N] [--methods greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring,nnlm-rescoring]
+  [--test-set NAME] [--hlg HLG.pt] [--G-rescore G.fst.txt] [--lm-scales 0.5,0.8] [--nnlm nnlm.pt]
+  [--nnlm-scales 0,0.2,0.4] [--nnlm-max-tokens 20000] [--max-duration 200]
   [--device cpu|cuda] [--search-beam 20] [--output-beam 8] [--min-active-states 30]
   [--max-active-states 10000] [--num-paths 100] [--nbest-scale 0.5] [--max-lattice-frames 1500]
+  [--blank-skip-threshold 0]
   [--max-lattice-arcs 50000]
   [--max-intersect-arcs 2000000] [--cer true|false] <model> <cuts> <lang-dir> <decode-dir>"
 
@@ -58,13 +66,20 @@ fi
 sdata=$dir/split$nj
 mkdir -p "$dir/log" "$sdata"
 
+nnlm_stamp=
+if [ -n "$nnlm" ]; then
+  [ -f "$nnlm" ] || { echo "$0: --nnlm $nnlm is missing" >&2; exit 1; }
+  nnlm_stamp=$(stat -c 'size=%s mtime=%Y' "$nnlm")
+fi
 # Every setting but --methods and --cmd: a change invalidates all decoded parts.
 settings="model=$model $(stat -c 'size=%s mtime=%Y' "$model")
 cuts=$cuts nj=$nj
 lang_dir=$lang_dir hlg=$hlg G_rescore=$G_rescore lm_scales=$lm_scales
+nnlm=$nnlm $nnlm_stamp nnlm_scales=$nnlm_scales nnlm_max_tokens=$nnlm_max_tokens
 test_set=$test_set max_duration=$max_duration device=$device
 search_beam=$search_beam output_beam=$output_beam min_active_states=$min_active_states max_active_states=$max_active_states
-num_paths=$num_paths nbest_scale=$nbest_scale max_lattice_frames=$max_lattice_frames max_lattice_arcs=$max_lattice_arcs max_intersect_arcs=$max_intersect_arcs"
+num_paths=$num_paths nbest_scale=$nbest_scale max_lattice_frames=$max_lattice_frames max_lattice_arcs=$max_lattice_arcs max_intersect_arcs=$max_intersect_arcs
+blank_skip_threshold=$blank_skip_threshold"
 if [ -f "$dir/decode_opts.txt" ] && [ "$(cat "$dir/decode_opts.txt")" != "$settings" ]; then
   echo "$0: settings differ from $dir/decode_opts.txt; decoding all methods again" >&2
   rm -f "$dir/.done" "$sdata"/*/.done.* "$sdata"/*/hyp-*.txt "$dir"/{hyp,recogs,errs}-*.txt
@@ -100,11 +115,30 @@ opts=(--lang-dir "$lang_dir" --test-set "$test_set" --max-duration "$max_duratio
       --device "$device" --search-beam "$search_beam" --output-beam "$output_beam"
       --min-active-states "$min_active_states" --max-active-states "$max_active_states"
       --num-paths "$num_paths" --nbest-scale "$nbest_scale" --max-lattice-frames "$max_lattice_frames"
+      --blank-skip-threshold "$blank_skip_threshold"
       --max-lattice-arcs "$max_lattice_arcs"
       --max-intersect-arcs "$max_intersect_arcs" --score false)
 [ -n "$hlg" ] && opts+=(--hlg "$hlg")
 [ -n "$G_rescore" ] && opts+=(--G-rescore "$G_rescore")
 [ -n "$lm_scales" ] && opts+=(--lm-scales "$lm_scales")
+[ -n "$nnlm" ] && opts+=(--nnlm "$nnlm" --nnlm-max-tokens "$nnlm_max_tokens")
+[ -n "$nnlm_scales" ] && opts+=(--nnlm-scales "$nnlm_scales")
+
+# The graphs the jobs share are made once, here, before the jobs start: N jobs building the same
+# G.pt at once would race and hold N copies of G in memory. (HLG.pt comes from steps/make_hlg.sh.)
+case ",${missing// /,}," in
+  *,1best,*|*rescoring,*) need_hlg=true;; *) need_hlg=false;;
+esac
+if $need_hlg; then
+  cache_opts=(--lang-dir "$lang_dir" --hlg "${hlg:-$lang_dir/HLG.pt}" --log-file "$dir/log/cache_lm.log")
+  case ",${missing// /,}," in
+    *rescoring,*)
+      [ -n "$G_rescore" ] || { echo "$0: rescoring methods need --G-rescore" >&2; exit 1; }
+      cache_opts+=(--G "$G_rescore")
+      python -m qnet.bin.cache_lm "${cache_opts[@]}";;
+    *) [ -f "${hlg:-$lang_dir/HLG.pt}" ] || { echo "$0: ${hlg:-$lang_dir/HLG.pt} is missing (steps/make_hlg.sh)" >&2; exit 1; };;
+  esac
+fi
 
 # A job decodes the methods its part has no .done.<method> for, then marks them done.
 cat > "$sdata/decode_job.sh" <<EOF

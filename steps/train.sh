@@ -16,6 +16,9 @@
 #   --init-from CKPT      fine-tune from a qnet checkpoint or a .nemo (weights only)
 #   --train-cuts "F ..."  training manifests (space-separated); --valid-cuts F
 #   --train-opts "..."    more qnet.bin.train options (also accepted after a `--`)
+#   --keep-last-epochs 10 keep the newest N epoch-E.pt (0 = every epoch). Disk: N x the checkpoint size
+#                         (model + NovoGrad state: ~150 MB for 15x5, ~50 MB for 5x3), plus the
+#                         --keep-last-k (3) mid-epoch checkpoint-STEP.pt; must be >= the epochs averaged later.
 #
 # Logs to <exp-dir>/log/train.log (the Python logger also writes <exp-dir>/log/log-train-<date>.txt).
 # Rerunning the same command after a crash or kill resumes from the newest checkpoint in <exp-dir>;
@@ -33,9 +36,10 @@ init_from=
 train_cuts=
 valid_cuts=
 train_opts=
+keep_last_epochs=10
 help_message="Usage: $0 [--cmd run.pl] [--num-gpus 1] [--num-nodes 1] [--model NAME] [--num-epochs N]
   [--max-duration S] [--lr LR] [--init-from CKPT] --train-cuts \"F ...\" [--valid-cuts F]
-  [--train-opts \"...\"] <lang-dir> <exp-dir> [-- <more qnet.bin.train options>]"
+  [--train-opts \"...\"] [--keep-last-epochs 10] <lang-dir> <exp-dir> [-- <more qnet.bin.train options>]"
 
 echo "$0 $*"
 . utils/parse_options.sh
@@ -72,6 +76,7 @@ args+=(--train-cuts $train_cuts)
 [ -n "$max_duration" ] && args+=(--max-duration "$max_duration")
 [ -n "$lr" ] && args+=(--lr "$lr")
 [ -n "$init_from" ] && args+=(--init-from "$init_from")
+args+=(--keep-last-epochs "$keep_last_epochs")
 # shellcheck disable=SC2206
 args+=($train_opts "${extra[@]}")
 

@@ -56,3 +56,29 @@ def test_commonvoice_wrapper(tmp_path):
     assert (out / "commonvoice_supervisions_test.jsonl.gz").is_file()
     assert not (out / ".commonvoice_staging").exists()
     assert prepare_commonvoice.main([str(tmp_path / "nope"), str(out)]) == 1
+
+
+def test_clips_are_probed_over_num_jobs_processes(tmp_path, monkeypatch):
+    """--num-jobs probes the clips in worker processes (a release has ~1M clips) with the same verdicts."""
+    import concurrent.futures
+
+    from qnet.corpus import commonvoice
+
+    _corpus(tmp_path, with_mp3=False)
+    clips = sorted((tmp_path / "cv" / "en" / "clips").iterdir()) + [tmp_path / "cv" / "en" / "clips" / "none.wav"]
+    serial = commonvoice.probe_clips(clips, num_jobs=1)
+    assert [e is None for e in serial] == [True, False, False, False]  # c2.wav ok; c3, c5, none bad
+    pools = []
+
+    class CountingPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, n):
+            pools.append(n)
+            super().__init__(n)
+
+    monkeypatch.setattr(commonvoice, "ProcessPoolExecutor", CountingPool)
+    assert commonvoice.probe_clips(clips, num_jobs=2) == serial
+    assert pools == [2]
+    out = tmp_path / "out"
+    assert prepare_commonvoice.main([str(tmp_path / "cv"), str(out), "--splits", "train", "-j", "2"]) == 0
+    assert pools == [2, 2]
+    assert "SKIP c3: bad-audio" in (out / "commonvoice_train.report.txt").read_text()

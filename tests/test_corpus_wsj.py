@@ -17,7 +17,7 @@ from corpus_helpers import lzw_compress, make_wsj, tone, write_sphere  # noqa: E
 
 from qnet.bin import prepare_wsj  # noqa: E402
 from qnet.corpus.sphere import SphereError, parse_sphere_header, read_sphere_header, read_sphere_pcm  # noqa: E402
-from qnet.corpus.wsj import WsjCorpus, normalize_wsj_transcript, read_ndx, wsj_text_for_model  # noqa: E402
+from qnet.corpus.wsj import WsjCorpus, WsjLayoutError, normalize_wsj_transcript, read_ndx, wsj_text_for_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = ("train_si284", "test_dev93", "test_eval92")
@@ -234,3 +234,143 @@ def test_shell_wrapper(tmp_path):
     shutil.rmtree(out)
     res = subprocess.run(cmd[:2] + [str(tmp_path / "nowhere")] + cmd[3:], cwd=recipe, env=env, capture_output=True, text=True)
     assert res.returncode != 0 and not (out / ".wsj.done").exists()
+
+
+# ----------------------------------------------------------------------------- real-disc quirks
+
+
+def test_word_fragments_keep_the_spoken_part(tmp_path):
+    # `com(pany)-`: "com" was spoken, "pany" was not; `-(in)come`: "come" was spoken
+    kaldi = normalize_wsj_transcript("The com(pany)- company's -(in)come (huh)- rose")
+    assert kaldi == "THE COM(PANY)- COMPANY'S -(IN)COME (HUH)- ROSE"  # Kaldi's text is left as Kaldi has it
+    from qnet.tokens import normalize_text
+
+    assert normalize_text(wsj_text_for_model(kaldi))[0] == "the com company's come rose"
+    expected = make_wsj(tmp_path)
+    dot = next(tmp_path.rglob("011c0200.dot"))
+    dot.write_text("The com(pany)- company's -(in)come rose (011c0200)\nA plain one (011c0201)\n")
+    out = tmp_path / "out"
+    args = ["--wsj0", str(tmp_path / "wsj0"), "--wsj1", str(tmp_path / "wsj1"), str(out), "--sets", "train_si284"]
+    assert prepare_wsj.main(args) == 0
+    sups = {s.id: s for s in _load(out, "supervisions", "train_si284")}
+    assert sorted(sups) == expected["train_si284"]
+    assert sups["011c0200"].text == "the com company's come rose"
+    report = (out / "wsj_train_si284.report.txt").read_text()
+    assert "FIX 011c0200: word-fragment: 2 fragments" in report
+    assert "FIX  word-fragment: 1\n" in report  # utterances with fragments, in the summary
+    assert "#   word fragments: 2\n" in report  # and the fragments themselves
+
+
+def _rename_discs_with_underscores(root):
+    for d in sorted(root.rglob("1[13]-*.1"), reverse=True):
+        d.rename(d.with_name(d.name.replace("-", "_")))
+
+
+def _discs_one_level_deeper(root):
+    for sub, ldc, csr in (("wsj0", "LDC93S6B", "csr_1"), ("wsj1", "LDC94S13B", "csr_2_comp")):
+        (root / ldc).mkdir()
+        (root / sub).rename(root / ldc / csr)
+
+
+def _flat_copy_of_merged_discs(root):
+    """Every disc's contents copied into one folder per corpus: CORPUS/WSJ0/wsj0/si_tr_s/... (upper-case
+    top folders, as on some copies)."""
+    for sub in ("wsj0", "wsj1"):
+        (root / "CORPUS" / sub).rename(root / "CORPUS" / "tmp")
+        (root / "CORPUS" / sub.upper()).mkdir()
+        (root / "CORPUS" / "tmp").rename(root / "CORPUS" / sub.upper() / sub)
+
+
+LAYOUTS = ["underscore", "extra-level", "flat-pair", "flat-same-dir-twice", "flat-merged-discs"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_disc_layouts_seen_in_the_wild(tmp_path, layout):
+    expected = make_wsj(tmp_path, flat=layout.startswith("flat"))
+    if layout == "underscore":  # 13_34.1, as wav2letter's scripts name them
+        _rename_discs_with_underscores(tmp_path)
+        dirs = [tmp_path / "wsj0", tmp_path / "wsj1"]
+    elif layout == "extra-level":  # LDC93S6B/csr_1/11-1.1/...
+        _discs_one_level_deeper(tmp_path)
+        dirs = [tmp_path / "LDC93S6B", tmp_path / "LDC94S13B"]
+    elif layout == "flat-pair":  # a merged copy: CORPUS/wsj0/..., CORPUS/wsj1/...
+        dirs = [tmp_path / "CORPUS" / "wsj0", tmp_path / "CORPUS" / "wsj1"]
+    elif layout == "flat-merged-discs":
+        _flat_copy_of_merged_discs(tmp_path)
+        dirs = [tmp_path / "CORPUS", tmp_path / "CORPUS"]
+    else:  # the recipe wants --wsj0 and --wsj1; a merged copy gives the same folder to both
+        dirs = [tmp_path / "CORPUS", tmp_path / "CORPUS"]
+    out = tmp_path / "out"
+    assert prepare_wsj.main(["--wsj0", str(dirs[0]), "--wsj1", str(dirs[1]), str(out)]) == 0
+    for s in SETS:
+        assert sorted(x.id for x in _load(out, "supervisions", s)) == expected[s], (layout, s)
+    assert (out / "wsj_lm_text.txt").read_text() == "the price rose\nstocks fell 's\na third line\n"
+    assert (out / "wsj_ldc_lm" / "bcb20onp.arpa.gz").is_file()
+
+
+def test_unreadable_layout_names_the_folders_searched(tmp_path):
+    for d in ("corpus/LDC93S6B/csr_1/docs", "corpus/LDC93S6B/readme", "corpus/other"):
+        (tmp_path / d).mkdir(parents=True)
+    with pytest.raises(WsjLayoutError) as err:
+        WsjCorpus([tmp_path / "corpus"])
+    msg = str(err.value)
+    for d in ("corpus", "corpus/LDC93S6B", "corpus/LDC93S6B/csr_1", "corpus/other"):
+        assert str(tmp_path / d) in msg, d
+    assert "11-1.1" in msg and "wsj0" in msg  # says what it looked for
+
+
+def test_sph2pipe_check_covers_every_set_before_writing(tmp_path, monkeypatch, capfd):
+    make_wsj(tmp_path)
+    # only eval92's audio (disc 11-14.1) is shorten-compressed; train and dev are PCM
+    (wv1,) = list((tmp_path / "wsj0" / "11-14.1").rglob("*.wv1"))
+    samples = np.frombuffer(wv1.read_bytes()[1024:], "<i2")
+    write_sphere(wv1, samples, coding="pcm,embedded-shorten-v2.00")
+    _hide_system_sph2pipe(monkeypatch)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    assert prepare_wsj.main(["--wsj0", str(tmp_path / "wsj0"), "--wsj1", str(tmp_path / "wsj1"), str(out)]) == 1
+    assert not list(out.glob("wsj_*.jsonl.gz"))  # not even the PCM sets
+    err = capfd.readouterr().err
+    assert f"{wv1} (test_eval92) is shorten-compressed" in err and "lhotse install-sph2pipe" in err
+
+
+def test_zero_byte_audio_is_reported_empty(tmp_path):
+    p = tmp_path / "x.wv1"
+    p.write_bytes(b"")
+    with pytest.raises(SphereError, match="x.wv1: file is empty"):
+        read_sphere_header(p)
+    make_wsj(tmp_path)
+    (wv1,) = list((tmp_path / "wsj1" / "13-16.1").rglob("4k0c0301.wv1"))
+    wv1.write_bytes(b"")
+    out = tmp_path / "out"
+    prepare_wsj.main(["--wsj0", str(tmp_path / "wsj0"), "--wsj1", str(tmp_path / "wsj1"), str(out), "--sets", "test_dev93"])
+    report = (out / "wsj_test_dev93.report.txt").read_text()
+    assert "SKIP 4k0c0301: empty-audio" in report and "NIST" not in report
+
+
+def test_eval92_audio_disc_is_11_14(tmp_path, capfd):
+    from qnet.corpus.wsj import WSJ_SETS
+
+    assert "disc 11-14.1" in WSJ_SETS["test_eval92"].audio
+    assert "11-14.1" in (REPO / "local" / "wsj_data_prep.sh").read_text()
+    # without disc 11-14.1 the error says which disc eval92 needs
+    make_wsj(tmp_path)
+    shutil.rmtree(tmp_path / "wsj0" / "11-14.1")
+    out = tmp_path / "out"
+    assert prepare_wsj.main(["--wsj0", str(tmp_path / "wsj0"), "--wsj1", str(tmp_path / "wsj1"), str(out), "--sets", "test_eval92"]) == 1
+    assert "test_eval92: its audio disc 11-14.1 was not found" in capfd.readouterr().err
+
+
+
+def test_wsj_recipe_bpe_size(tmp_path):
+    """egs/wsj/run.sh --bpe-size N builds a BPE lang dir (stage 2 on stage 0's manifests; no features needed)."""
+    make_wsj(tmp_path / "corpus")
+    prep = ["--wsj0", str(tmp_path / "corpus" / "wsj0"), "--wsj1", str(tmp_path / "corpus" / "wsj1")]
+    assert prepare_wsj.main(prep + [str(tmp_path / "data" / "manifests")]) == 0  # what stage 0 runs
+    r = subprocess.run(["./run.sh", "--stage", "2", "--stop-stage", "2", "--bpe-size", "30", "--data-dir",
+                        str(tmp_path / "data"), "--exp-dir", str(tmp_path / "exp")],
+                       cwd=REPO / "egs" / "wsj", capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    lang = tmp_path / "data" / "lang_bpe_30"
+    assert (lang / "bpe.model").is_file() and (lang / "L.pt").is_file()
+    assert not (tmp_path / "data" / "lang_char").exists()

@@ -205,3 +205,105 @@ def test_build_augment_chain_and_rng_reproducibility():
 def test_filter_counts_str_is_readable():
     c = FilterCounts(total=2, kept=1, too_long=1, kept_seconds=3600, dropped_seconds=20)
     assert "kept 1/2 cuts (1.00 h)" in str(c) and "1 longer than the limit" in str(c)
+
+
+def test_importing_qnet_data_leaves_torch_sampler_alone():
+    """The lhotse/torch-1.13 Sampler shim lives in qnet's own sampler classes, not in torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; before = torch.utils.data.Sampler.__init__\n"
+        "import qnet.data as d\n"
+        "assert torch.utils.data.Sampler.__init__ is before, 'qnet.data patched torch.utils.data.Sampler'\n"
+        "from lhotse import CutSet\n"
+        "from lhotse.testing.dummies import DummyManifest\n"
+        "cuts = DummyManifest(CutSet, begin_id=0, end_id=8)\n"
+        "assert sum(len(b) for b in d.SimpleCutSampler(cuts, max_duration=3)) == 8\n"
+        "assert sum(len(b) for b in d.DynamicBucketingSampler(cuts.to_eager(), max_duration=3, num_buckets=2)) == 8\n"
+        "assert torch.utils.data.Sampler.__init__ is before\n"
+    )
+    res = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_train_cuts_are_scanned_once_for_all_ranks(tmp_path):
+    """Rank 0 writes the filter index; other ranks (and resumes) read the manifests lazily by it without
+    tokenizing a single transcript; a changed manifest makes rank 0 index it again."""
+    from lhotse import CutSet
+
+    from qnet.data import load_train_cuts
+
+    path = tmp_path / "train.jsonl.gz"
+    CutSet.from_cuts([_cut(f"c{i}", 1.0, "yes") for i in range(30)] + [_cut("long", 30.0, "no"), _cut("e", 1.0, "?")]).to_file(path)
+    index = tmp_path / "exp" / "train_cuts_index.json"
+    barriers = []
+    cuts, counts, _ = load_train_cuts([str(path)], CharTokenizer(), 16.7, index_path=index, is_main=True,
+                                      barrier=lambda: barriers.append("rank 0"))
+    assert index.is_file() and barriers == ["rank 0"]
+    assert (counts.kept, counts.too_long, counts.empty_text) == (30, 1, 1)
+
+    class NoTokenizing(CharTokenizer):
+        def normalize(self, text):
+            raise AssertionError("a non-main rank tokenized a transcript")
+
+    other, other_counts, _ = load_train_cuts([str(path)], NoTokenizing(), 16.7, index_path=index, is_main=False,
+                                             barrier=lambda: barriers.append("rank 1"))
+    assert [c.id for c in other] == [c.id for c in cuts] and other.is_lazy
+    assert str(other_counts) == str(counts) and barriers == ["rank 0", "rank 1"]
+
+    CutSet.from_cuts([_cut(f"c{i}", 1.0, "yes") for i in range(5)]).to_file(path)  # a new manifest
+    with pytest.raises(RuntimeError, match="wrote no index"):
+        load_train_cuts([str(path)], NoTokenizing(), 16.7, index_path=index, is_main=False)
+    cuts, counts, _ = load_train_cuts([str(path)], CharTokenizer(), 16.7, index_path=index, is_main=True)
+    assert counts.kept == 5 and len(list(cuts)) == 5
+
+
+def test_index_scan_in_processes_matches_one_process(tmp_path, monkeypatch):
+    """The index scan split over processes (every k-th cut each) gives the counts and ids of one scan,
+    which are those of filter_cuts on lhotse objects."""
+    from lhotse import CutSet
+
+    import qnet.data as data
+
+    cuts = [_cut(f"c{i}", 0.5 + (i % 40) * 0.5, ["yes", "", "abb", "hello there"][i % 4]) for i in range(200)]
+    path = tmp_path / "train.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(path)
+    one = data.build_train_index([str(path)], CharTokenizer(), 16.7, num_jobs=1)
+    monkeypatch.setattr(data, "SCAN_BYTES_PER_JOB", 1)
+    three = data.build_train_index([str(path)], CharTokenizer(), 16.7, num_jobs=3)
+    assert three["files"][0]["dropped"] == one["files"][0]["dropped"]
+    c1, c3 = (data.counts_from_dict(x["files"][0]["counts"]) for x in (one, three))
+    assert (c3.kept, c3.too_long, c3.empty_text, c3.total) == (c1.kept, c1.too_long, c1.empty_text, c1.total)
+    _, ref = filter_cuts(CutSet.from_file(path), CharTokenizer(), 16.7)
+    assert one["files"][0]["dropped"] == ref.dropped_ids
+    assert (c1.kept, c1.too_long, c1.empty_text, c1.too_short_for_ctc) == (ref.kept, ref.too_long, ref.empty_text,
+                                                                           ref.too_short_for_ctc)
+    assert c1.kept_seconds == pytest.approx(ref.kept_seconds)
+
+
+def test_large_corpora_estimate_the_epoch_then_count_it(corpus, tmp_path, monkeypatch):
+    """Above EXACT_COUNT_MAX_CUTS the trainer does not pass over every cut before its first step: it
+    estimates the batches per epoch from the kept hours and sets the true count (and the schedule's
+    length) after epoch 1. Also: the train-cuts index is written once in the exp dir."""
+    import qnet.trainer
+    from qnet.bin import train as train_cli
+    from qnet.data import load_cuts
+    from qnet.tokens import load_tokenizer
+
+    from train_helpers import train_args
+
+    monkeypatch.setattr(qnet.trainer, "EXACT_COUNT_MAX_CUTS", 0)
+    exp = tmp_path / "exp"
+    args = train_args(corpus, exp, "--ctc-backend", "torch", "--max-duration", "3", "--num-epochs", "2",
+                      "--save-every-n", "0")
+    assert train_cli.main(args) == 0
+    log = next((exp / "log").glob("log-train-*.txt")).read_text()
+    assert "batches per epoch (estimated from" in log and "counted in" not in log
+    true = make_loader(load_cuts(corpus["train_cuts"]), load_tokenizer(corpus["lang_dir"]), 3.0, train=True,
+                       num_buckets=2, num_cuts=10).count_batches(1)
+    assert f"epoch 1 had {true} batches" in log
+    ckpt = torch.load(exp / "epoch-2.pt")
+    assert ckpt["steps_per_epoch"] == true and ckpt["steps_per_epoch_exact"]
+    assert ckpt["scheduler"]["max_steps"] == 2 * true and ckpt["step"] == 2 * true
+    assert (exp / "train_cuts_index.json").is_file()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from decode_helpers import frame_log_probs, make_audio_cuts, make_char_lang, make_tiny_model, peaky_frames
-from qnet.decode import Decoder, DecodeOptions, greedy_search
+from qnet.ctc import greedy_decode
+from qnet.decode import Decoder, DecodeOptions
 from qnet.tokens import CharTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ def test_greedy_merges_repeats_and_drops_blanks():
         lp[0, t, k] = 0.0
     for t, k in enumerate([3, 0, 3, 3, 0, 0]):
         lp[1, t, k] = 0.0
-    assert greedy_search(lp, torch.tensor([6, 3])) == [[1, 1, 2], [3, 3]]
+    assert greedy_decode(lp, torch.tensor([6, 3])) == [[1, 1, 2], [3, 3]]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,6 @@ def test_decode_cli_precomputed_features_greedy(tmp_path):
     assert (tmp_path / "dec" / "errs-feats_cuts-greedy.txt").is_file()
 
 
-@pytest.mark.slow
 def test_decode_sh_parallel_jobs(tmp_path, lang):
     model = make_tiny_model(tmp_path / "model.pt")
     cuts = make_audio_cuts(tmp_path, ["the cat sat", "a hat", "the cat", "on the hat", "the hat"])
@@ -164,3 +164,30 @@ def test_greedy_decode_and_scoring_work_without_k2(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "MissingDependencyError"
     assert (tmp_path / "wer-summary-t.txt").is_file()
+
+
+def test_blank_skipping_keeps_the_hypotheses_with_fewer_frames(lang):
+    from qnet.decode import skip_blank_frames
+
+    # runs of very confident blanks between the letters, as a trained CTC model emits them
+    frames = []
+    for spec in peaky_frames("a cat sat on the hat", confusions={3: {"c": 0.5, "h": 0.4}}):
+        frames += [spec] if "<blk>" not in spec else [{"<blk>": 1000.0}] * 4  # 0.99997 after normalizing
+    a = frame_log_probs(frames)
+    b = frame_log_probs(peaky_frames("the hat"))  # its blank frames (0.97) stay
+    lp = torch.full((2, a.shape[0], 29), -1e4)
+    lp[0], lp[1, : b.shape[0]] = a, b
+    lens = torch.tensor([a.shape[0], b.shape[0]])
+    skipped, new_lens = skip_blank_frames(lp, lens, 0.999)
+    assert new_lens.tolist() == [a.shape[0] - 3 * 20, b.shape[0]]  # each run of 4 keeps its first frame
+    assert torch.equal(skipped[1, : b.shape[0]], b)
+    methods = ["greedy", "ctc-decoding", "1best"]
+    plain = Decoder(methods, CharTokenizer(), lang).decode(lp, lens, ["u", "v"])
+    fast = Decoder(methods, CharTokenizer(), lang, opts=DecodeOptions(blank_skip_threshold=0.999)).decode(
+        lp, lens, ["u", "v"])
+    assert fast == plain and plain["1best"] == ["a cat sat on the hat", "the hat"]
+
+    # a repeated letter keeps the blank that separates it: l <blk> <blk> <blk> l -> l <blk> l
+    ll = frame_log_probs([{"l": 0.9}] + [{"<blk>": 1000.0}] * 3 + [{"l": 0.9}]).unsqueeze(0)
+    out, n = skip_blank_frames(ll, torch.tensor([5]), 0.999)
+    assert n.tolist() == [3] and greedy_decode(out, n) == greedy_decode(ll, torch.tensor([5]))

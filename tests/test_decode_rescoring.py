@@ -152,6 +152,58 @@ def test_group_and_chunk_helpers():
     assert nbest_chunks([1000], 10) == [range(0, 1)]  # one path is never split
 
 
+# The rescoring LM knows better than the HLG bigram (which prefers "the cat sat"): "the hat sat".
+HAT_ARPA = """
+\\data\\
+ngram 1=8
+ngram 2=4
+
+\\1-grams:
+-1.0\t<s>\t-0.3
+-1.0\t</s>
+-1.0\tthe\t-0.3
+-2.5\tcat\t-0.3
+-1.0\tsat\t-0.3
+-1.0\that\t-0.3
+-1.5\ton\t-0.3
+-1.5\ta\t-0.3
+
+\\2-grams:
+-0.1\t<s> the
+-0.1\tthe hat
+-0.1\that sat
+-0.1\tsat </s>
+
+\\end\\
+"""
+
+
+@pytest.fixture(scope="module")
+def hat_G(lang):
+    from qnet.lm import arpa_to_fst_txt
+
+    arpa = lang.parent / "hat.arpa"
+    arpa.write_text(HAT_ARPA)
+    return arpa_to_fst_txt(arpa, lang / "words.txt", lang.parent / "G_hat.fst.txt")
+
+
+def hat_or_cat_log_probs() -> torch.Tensor:
+    """(1, T, V): "the ?at sat" where the acoustics lean a little to "h" (0.5 vs 0.4 for "c")."""
+    return frame_log_probs(peaky_frames("the hat sat", confusions={4: {"h": 0.5, "c": 0.4}})).unsqueeze(0)
+
+
+@pytest.mark.parametrize("method", ["whole-lattice-rescoring", "nbest-rescoring"])
+def test_rescoring_with_a_better_lm_changes_the_1best_to_the_truth(lang, hat_G, method):
+    lp = hat_or_cat_log_probs()
+    dec = Decoder(["1best", method], CharTokenizer(), lang, G_rescore=hat_G,
+                  opts=DecodeOptions(lm_scales=[0.5, 1.0], num_paths=50))
+    out = dec.decode(lp, torch.tensor([lp.shape[1]]), ["u"])
+    assert out["1best"] == ["the cat sat"]  # the HLG bigram overrules the acoustics
+    assert out[f"{method}_lm_scale_1"] == ["the hat sat"]  # the rescoring LM puts it right
+    assert out[f"{method}_lm_scale_0.5"] == ["the hat sat"]
+    assert dec.stats.fallback == {}
+
+
 def _decode_sh(model, cuts, lang, out, *opts):
     env = dict(os.environ, PATH=f"{REPO}/utils:{os.environ['PATH']}")
     proc = subprocess.run(["bash", "steps/decode.sh", *opts, str(model), str(cuts), str(lang), str(out)],
@@ -160,7 +212,6 @@ def _decode_sh(model, cuts, lang, out, *opts):
     return proc.stdout
 
 
-@pytest.mark.slow
 def test_decode_sh_done_marker_and_new_methods(tmp_path, lang):
     model = make_tiny_model(tmp_path / "model.pt")
     cuts = make_audio_cuts(tmp_path, ["the cat sat", "a hat", "the cat"])

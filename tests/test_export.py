@@ -209,7 +209,6 @@ def test_cli(tmp_path):
     assert main(["--model", str(tmp_path / "missing.pt"), "--out-dir", str(out)]) == 1
 
 
-@pytest.mark.slow
 def test_export_imported_nemo_fixture(tmp_path):
     """NeMo's 5x5 (calibrated BN statistics) exported with folding matches the eager model on the
     fixture's padded feature batch (lengths 1000, 700, 333)."""
@@ -229,7 +228,6 @@ def test_export_imported_nemo_fixture(tmp_path):
     assert_same_valid(ref, export.run_onnx(tmp_path / "nemo5x5" / "model.onnx", feats, lens))
 
 
-@pytest.mark.slow
 def test_export_15x5(tmp_path):
     model = make_model("15x5")
     model.tokens = TokenTable.chars()

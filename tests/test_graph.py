@@ -3,6 +3,7 @@
 import gzip
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,15 +49,67 @@ def test_hlg_compiles_and_logs_sizes(tmp_path, caplog):
 
 def test_G_for_rescoring_is_cached(tmp_path):
     from qnet.lang import SymbolTable
-    from qnet.lm import load_G
+    from qnet.lm import load_G, with_epsilon_self_loops
 
     lang = make_char_lang(tmp_path, with_hlg=False)
     words = SymbolTable.from_file(lang / "words.txt")
     G = load_G(tmp_path / "G.fst.txt", words["#0"])
     assert (tmp_path / "G.pt").is_file()
     assert int(G.labels.max()) < words["#0"] and hasattr(G, "lm_scores")
-    G2 = load_G(tmp_path / "G.fst.txt", words["#0"], epsilon_self_loops=True)
-    assert G2.num_arcs > G.num_arcs
+    G2 = with_epsilon_self_loops(G)
+    assert G2.num_arcs > G.num_arcs and hasattr(G2, "lm_scores")
+
+
+def test_streaming_openfst_reader_matches_k2(tmp_path):
+    """qnet.lm.read_openfst_text (line by line, bounded memory) builds the FSA k2.Fsa.from_openfst builds
+    from the whole text, on kaldilm's G and on a hand-written FST whose start state is not 0."""
+    import k2
+
+    from qnet.lm import read_openfst_text
+
+    make_char_lang(tmp_path, with_hlg=False)
+    odd = tmp_path / "odd.fst.txt"
+    odd.write_text("2 0 5 5 1.5\n2 1 6 6\n0 1 7 7 0.25\n1 2 8 8 2\n1 0.5\n0\n")
+    for path, chunk_bytes in ((tmp_path / "G.fst.txt", 1 << 22), (tmp_path / "G.fst.txt", 64), (odd, 1 << 22)):
+        ours = read_openfst_text(path, chunk_bytes=chunk_bytes)  # 64: numpy- and line-parsed chunks
+        ref = k2.Fsa.from_openfst(path.read_text(), acceptor=False)
+        assert ours.shape == ref.shape and ours.num_arcs == ref.num_arcs
+        assert k2.is_rand_equivalent(ours, ref, log_semiring=False, treat_epsilons_specially=False)
+        assert torch.equal(k2.arc_sort(ours).arcs.values()[:, :3], k2.arc_sort(ref).arcs.values()[:, :3])
+        assert torch.allclose(k2.arc_sort(ours).scores, k2.arc_sort(ref).scores)
+        assert torch.equal(k2.arc_sort(ours).aux_labels, k2.arc_sort(ref).aux_labels)
+
+
+def test_G_cache_is_built_once_before_the_decode_jobs(tmp_path, monkeypatch):
+    """qnet.bin.cache_lm builds G.pt (steps/decode.sh runs it before `$cmd JOB=1:N`); the jobs' load_G
+    then only reads it, and one Decoder reads G once for both rescorings."""
+    from qnet import lm
+    from qnet.bin import cache_lm
+    from qnet.decode import Decoder
+    from qnet.lang import SymbolTable
+    from qnet.tokens import load_tokenizer
+
+    lang = make_char_lang(tmp_path, with_hlg=True)
+    args = ["--lang-dir", str(lang), "--G", str(tmp_path / "G.fst.txt")]
+    assert cache_lm.main(args + ["--hlg", str(tmp_path / "none.pt")]) == 1  # HLG missing: say so first
+    assert not (tmp_path / "G.pt").exists()
+    assert cache_lm.main(args) == 0
+    stamp = (tmp_path / "G.pt").stat().st_mtime_ns
+    assert cache_lm.main(args) == 0 and (tmp_path / "G.pt").stat().st_mtime_ns == stamp  # up to date: kept
+
+    reads, loads = [], []
+    real_read, real_load = lm.read_openfst_text, lm.load_G
+    monkeypatch.setattr(lm, "read_openfst_text", lambda *a, **k: reads.append(a) or real_read(*a, **k))
+    monkeypatch.setattr(lm, "load_G", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    decoder = Decoder(["nbest-rescoring", "whole-lattice-rescoring"], load_tokenizer(lang), lang,
+                      tmp_path / "G.fst.txt")
+    assert reads == [] and len(loads) == 1  # the cache only, once
+    words = SymbolTable.from_file(lang / "words.txt")
+    assert decoder.G_loops.num_arcs > decoder.G.num_arcs and int(decoder.G.labels.max()) < words["#0"]
+    assert (tmp_path / "G.pt").stat().st_mtime_ns == stamp
+
+    text = (Path(__file__).resolve().parents[1] / "steps" / "decode.sh").read_text()
+    assert text.index("python -m qnet.bin.cache_lm") < text.index("$cmd JOB=1:$nj")
 
 
 def test_arpa_words_missing_from_lang_are_reported(tmp_path, caplog):

@@ -99,6 +99,21 @@ def test_bpe_lang_dir(tmp_path):
     assert tokens.symbols[len(tok.table)] == "#0"
 
 
+def test_bpe_decode_never_writes_special_tokens(tmp_path):
+    from qnet.tokens import BpeTokenizer, train_bpe
+
+    text = tmp_path / "text"
+    text.write_text("the cat sat on the mat\na hat and a cat\nthe quick brown fox jumps over the lazy dog\n" * 20)
+    tok = BpeTokenizer(train_bpe(text, 30, tmp_path / "lang"))
+    blk, sos_eos, unk = (tok.table.id(s) for s in ("<blk>", "<sos/eos>", "<unk>"))
+    ids = tok.encode("the cat")
+    assert tok.decode(ids) == "the cat"
+    # what an untrained or unsure model emits: the special pieces anywhere in the sequence
+    assert tok.decode([sos_eos, blk] + ids + [unk, sos_eos]) == "the cat"
+    assert tok.decode([unk]) == "" and tok.decode([sos_eos, unk, blk]) == ""
+    assert tok.decode(tok.encode("the") + [unk] + tok.encode("cat")) == "the cat"
+
+
 def test_prepare_lang_cli(tmp_path):
     from qnet.bin.prepare_lang import main
 
@@ -106,3 +121,18 @@ def test_prepare_lang_cli(tmp_path):
     text.write_text("one two\n")
     main(["--unit", "char", "--text", str(text), "--lang-dir", str(tmp_path / "lang")])
     assert (tmp_path / "lang" / "L_disambig.pt").is_file()
+
+
+def test_bpe_lang_spells_unseen_letters_with_unk(tmp_path):
+    """An LM-vocabulary word with a letter the training text lacks (here the apostrophe of 's) still
+    gets a lexicon entry, spelled with <unk>, instead of failing on a piece the model does not have."""
+    text = tmp_path / "text"
+    text.write_text("the cat sat on the mat\na hat and a cat\nthe quick brown fox jumps over the lazy dog\n" * 20)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("cat\n's\nfox's\n")
+    lang = tmp_path / "lang_bpe"
+    prepare_lang(lang, "bpe", [text], extra_word_files=[vocab], bpe_size=30)
+    lex = dict(read_lexicon(lang / "lexicon.txt"))
+    assert "<unk>" in lex["'s"] and "<unk>" in lex["fox's"]
+    tokens = SymbolTable.from_file(lang / "tokens.txt")
+    assert all(p in tokens for pron in lex.values() for p in pron)

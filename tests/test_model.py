@@ -290,3 +290,51 @@ def test_checkpoint_errors(tmp_path):
         load_model(garbage)
     with pytest.raises(CheckpointError, match="missing.pt"):
         load_model(tmp_path / "missing.pt")
+
+
+def _outputs_and_grads(model, feats, lens, autocast=False):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        log_probs, out_lens = model(feats, lens)
+    valid = (torch.arange(log_probs.size(1))[None, :] < out_lens[:, None]).unsqueeze(2)
+    (log_probs * valid * torch.linspace(-1.0, 1.0, log_probs.size(2))).sum().backward()
+    return log_probs.detach() * valid, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_every_model_code_path_gives_the_same_outputs_and_gradients():
+    """Plain Conv1d/BatchNorm1d (the CUDA default), all the CPU rewrites, and each rewrite alone: same
+    outputs (train and eval mode) and gradients on MIXED, which has a dilated and a strided block."""
+    from qnet.model.quartznet import ALL_REWRITES, REWRITES, active_rewrites, parse_impl
+
+    assert parse_impl("auto") == (ALL_REWRITES, 0) and parse_impl("plain") == (0, 0)
+    assert active_rewrites(torch.empty(0, device="meta"), *parse_impl("auto")) == 0  # plain off the CPU
+    assert active_rewrites(torch.empty(0), *parse_impl("auto")) == ALL_REWRITES
+    with pytest.raises(ValueError, match="unknown model implementation 'conv3d'"):
+        parse_impl("conv3d")
+    torch.manual_seed(0)
+    model = build_model(MIXED)
+    randomize_batchnorm(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    lens = torch.tensor([50, 31, 12])
+    feats = torch.randn(3, 50, MIXED.feat_in)
+
+    def run(impl, train, autocast=False):
+        model.load_state_dict(state)
+        model.set_impl(impl).train(train)
+        return _outputs_and_grads(model, feats, lens, autocast)
+
+    for train in (True, False):
+        ref_out, ref_grads = run("plain", train)
+        for impl in ["auto", "cpu"] + sorted(REWRITES) + ["conv2d+dilation-phases"]:
+            out, grads = run(impl, train)
+            assert (out - ref_out).abs().max() <= 1e-5, (impl, train)
+            for name, g in grads.items():
+                assert (g - ref_grads[name]).abs().max() <= 1e-5 * max(1.0, float(ref_grads[name].abs().max())), (
+                    impl, train, name)
+    for impl in ["plain", "cpu"] + sorted(REWRITES):  # every path runs under bf16 autocast
+        out, grads = run(impl, True, autocast=True)
+        assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads.values()), impl
+    model.set_impl("cpu").eval()
+    scripted = torch.jit.script(model)  # the switch survives TorchScript
+    with torch.no_grad():
+        assert torch.allclose(scripted(feats, lens)[0], model(feats, lens)[0], atol=1e-6)

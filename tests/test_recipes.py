@@ -147,6 +147,9 @@ def test_mini_smoke_end_to_end(tmp_path):
         for method in ("greedy", "ctc-decoding", "1best", "nbest-rescoring", "whole-lattice-rescoring"):
             assert f"| {system} | {method} |" in text, (system, method)
     assert "## Targets" in text
+    assert "| HLG 1best WER on unseen voices |" in text and ("| PASS |" in text or "| FAIL |" in text)
+    assert "## Per voice: librispeech, test-clean" in text and "## Per voice: wsj-finetuned, test_eval92" in text
+    assert "## Wall time per stage" in text and "| 0 | synthesis (local/mini_synth.sh) |" in text
     assert text in r.stdout  # printed
     ls_exp = tmp_path / "exp" / "librispeech" / "quartznet_tiny_lang_char"
     for part in ("dev-clean", "test-clean"):
@@ -162,6 +165,24 @@ def test_mini_smoke_end_to_end(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert {p: p.stat().st_mtime_ns for p in watched} == before
     assert "already trained" in r.stdout and "skipping" in r.stdout
+
+
+def test_mini_default_folders_per_run_kind():
+    """Full, smoke and other-seed runs of egs/mini default to their own data/exp folders."""
+    mini = ROOT / "egs" / "mini"
+    cases = [((), "data", "exp"), (("--smoke", "true"), "data_smoke", "exp_smoke"),
+             (("--seed", "1"), "data_seed1", "exp_seed1"), (("--smoke", "true", "--seed", "2"), "data_smoke_seed2",
+                                                             "exp_smoke_seed2")]
+    for args, data, exp in cases:
+        existed = {d: (mini / d).exists() for d in (data, exp)}
+        try:
+            r = run_recipe("mini", *args, "--stage", "4", timeout=120)  # no stage runs
+            assert r.returncode == 0, r.stderr
+            assert f"data in {data}, experiments in {exp}" in r.stdout, r.stdout
+        finally:
+            for d, was_there in existed.items():
+                if not was_there:
+                    subprocess.run(["rm", "-rf", str(mini / d)], check=True)
 
 
 def write_supervisions(path: Path, texts) -> None:

@@ -15,13 +15,13 @@ import pytest
 import soundfile as sf
 
 from qnet.corpus import synth, textgen
+from qnet.corpus.sphere import read_sphere_header
 from qnet.corpus.synth import (
     VOICE_GROUPS,
     SynthConfig,
     audio_complete,
     plan_librispeech,
     plan_wsj,
-    read_sphere_header,
     sphere_header,
     synthesize_corpus,
     wsj_markup,
@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 NDX_LINE = re.compile(r"^(\d+)_(\d+)_(\d+):(\S+)$")
 DOT_LINE = re.compile(r"^(.+) \(([0-9a-z]{8})\)$")
 TRANS_LINE = re.compile(r"^(\d+)-(\d+)-(\d{4}) ([A-Z' ]+)$")
-needs_tts = pytest.mark.skipif(
-    any(shutil.which(p) is None for p in ("espeak-ng", "flite", "sox")), reason="espeak-ng/flite/sox not installed")
+TTS_PROGRAMS = ("espeak-ng", "flite", "text2wave", "sox")
+needs_tts = pytest.mark.skipif(any(shutil.which(p) is None for p in TTS_PROGRAMS),
+                               reason="espeak-ng/flite/festival/sox not installed (tools/setup.sh)")
 
 
 def tiny(layout: str, seed: int = 7, **kw) -> SynthConfig:
@@ -52,8 +53,8 @@ def tree_hashes(root: Path) -> dict:
 @pytest.fixture(scope="module")
 def libri_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("libri")
-    if any(shutil.which(p) is None for p in ("espeak-ng", "flite", "sox")):
-        pytest.skip("espeak-ng/flite/sox not installed")
+    if any(shutil.which(p) is None for p in TTS_PROGRAMS):
+        pytest.skip("espeak-ng/flite/festival/sox not installed (tools/setup.sh)")
     plan = synthesize_corpus(out, tiny("librispeech"), num_jobs=2)
     return out, plan
 
@@ -61,8 +62,8 @@ def libri_corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def wsj_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("wsj")
-    if any(shutil.which(p) is None for p in ("espeak-ng", "flite", "sox")):
-        pytest.skip("espeak-ng/flite/sox not installed")
+    if any(shutil.which(p) is None for p in TTS_PROGRAMS):
+        pytest.skip("espeak-ng/flite/festival/sox not installed (tools/setup.sh)")
     plan = synthesize_corpus(out, tiny("wsj", num_train=8), num_jobs=2)
     return out, plan
 
@@ -149,8 +150,15 @@ def _timbre(entry: str) -> str:
 
 def test_voice_groups_split_by_voice():
     train = {_timbre(v) for v in _variants(["librispeech/train", "wsj/train"])}
-    for held in ["librispeech/dev", "librispeech/test", "wsj/dev", "wsj/test"]:
+    held_out = ["librispeech/dev", "librispeech/test", "wsj/dev", "wsj/test", "held-back"]
+    for held in held_out:
         assert not {_timbre(v) for v in _variants([held])} & train, held
+        for other in held_out:
+            if other != held:
+                assert not _variants([held]) & _variants([other]), (held, other)
+    # every synthesizer family is in training, with many voices
+    assert {v.split(":")[0] for v in train} == {"espeak", "flite", "festival"}
+    assert len(train) >= 60
     # each group has both genders
     for group, entries in VOICE_GROUPS.items():
         assert {e.split("/")[1] for e in entries} == {"M", "F"}, group
@@ -159,7 +167,7 @@ def test_voice_groups_split_by_voice():
 @needs_tts
 def test_every_voice_is_installed():
     voices = [v for g in VOICE_GROUPS for v in synth.make_speakers(g, 3 * len(VOICE_GROUPS[g]), random.Random(0))]
-    assert {v.engine for v in voices} == {"espeak-ng", "flite"}
+    assert {v.engine for v in voices} == {"espeak-ng", "flite", "festival"}
     synth.check_engines(voices)  # raises when a variant/language/flite voice is missing
     bogus = synth.Voice("espeak-ng", "en-us+nonexistent", "M", 170, 50)
     with pytest.raises(RuntimeError, match="nonexistent"):
@@ -185,15 +193,29 @@ def test_planned_speakers_respect_voice_split(tmp_path):
     assert len(plan.jobs) == 800  # wsj mini: 600 + 100 + 100
 
 
+def test_held_back_test_voices(tmp_path):
+    """--test-group held-back: the test set speaks with voices that no recipe corpus uses."""
+    held = {e.split("/")[0].split(":")[1] for e in VOICE_GROUPS["held-back"]}
+    for layout in ("librispeech", "wsj"):
+        cfg = SynthConfig.default(layout, seed=3, num_train=20, num_dev=4, num_test=12, num_lm=10,
+                                  test_group="held-back")
+        plan = plan_librispeech(tmp_path, cfg) if layout == "librispeech" else plan_wsj(tmp_path, cfg)
+        test_variants = {v.variant for split, _, _, v in plan.speakers if split == "test"}
+        assert test_variants and test_variants <= held
+        assert not {v.variant for split, _, _, v in plan.speakers if split != "test"} & held
+    with pytest.raises(ValueError, match="not a dev/test/held-back group"):
+        SynthConfig.default("wsj", test_group="wsj/train").voice_group("test")
+
+
 # ------------------------------------------------------------------------------------------------ SPHERE
 def test_sphere_header_roundtrip(tmp_path):
     pcm = (np.sin(np.arange(1600) / 5) * 1000).astype("<i2")
     path = tmp_path / "x.wv1"
     path.write_bytes(sphere_header(len(pcm), "01ic0201", int(pcm.min()), int(pcm.max())) + pcm.tobytes())
     head = read_sphere_header(path)
-    assert head["header_size"] == 1024 and head["sample_count"] == 1600 and head["sample_rate"] == 16000
-    assert head["channel_count"] == 1 and head["sample_n_bytes"] == 2 and head["sample_byte_format"] == "01"
-    assert head["sample_coding"] == "pcm" and head["utterance_id"] == "01ic0201"
+    assert head.header_size == 1024 and head.sample_count == 1600 and head.sample_rate == 16000
+    assert head.channel_count == 1 and head.sample_n_bytes == 2 and head.sample_byte_format == "01"
+    assert head.sample_coding == "pcm" and head.fields["utterance_id"] == "01ic0201"
     assert path.read_bytes()[:1024].count(b"end_head") == 1
     data, rate = sf.read(str(path), dtype="int16")
     assert rate == 16000 and np.array_equal(data, pcm)
@@ -257,11 +279,11 @@ def test_wsj_layout(wsj_corpus):
             utt = wv1.stem
             assert len(utt) == 8 and wv1.parent.name == utt[:3]
             head = read_sphere_header(wv1)
-            assert head["header_size"] == 1024 and head["sample_rate"] == 16000 and head["channel_count"] == 1
-            assert head["sample_n_bytes"] == 2 and head["sample_byte_format"] == "01"
-            assert head["sample_coding"] == "pcm" and head["utterance_id"] == utt
-            assert wv1.stat().st_size == 1024 + 2 * head["sample_count"]
-            assert 1.0 < head["sample_count"] / 16000 < 12.0
+            assert head.header_size == 1024 and head.sample_rate == 16000 and head.channel_count == 1
+            assert head.sample_n_bytes == 2 and head.sample_byte_format == "01"
+            assert head.sample_coding == "pcm" and head.fields["utterance_id"] == utt
+            assert wv1.stat().st_size == 1024 + 2 * head.sample_count
+            assert 1.0 < head.sample_count / 16000 < 12.0
             utts[utt] = name
     assert len(utts) == 12
     transcripts = {}
@@ -323,7 +345,6 @@ def test_cli_help():
 
 
 @needs_tts
-@pytest.mark.slow
 def test_mini_synth_script_smoke(tmp_path):
     out = tmp_path / "corpus"
     env = dict(os.environ)
@@ -344,7 +365,6 @@ def test_mini_synth_script_smoke(tmp_path):
 
 
 @needs_tts
-@pytest.mark.slow
 def test_real_corpus_readers_accept_synthetic_corpora(libri_corpus, wsj_corpus, tmp_path):
     wsj_mod = pytest.importorskip("qnet.corpus.wsj")
     libri_mod = pytest.importorskip("qnet.corpus.librispeech")

@@ -16,7 +16,8 @@ from qnet.checkpoint import average_state_dicts, init_from_checkpoint, latest_ch
 from qnet.ctc import default_backend
 from qnet.model import build_model, load_model, save_model
 from qnet.tokens import CHAR_SYMBOLS, TokenTable
-from qnet.trainer import distributed_env_from_slurm, first_slurm_host, word_errors
+from qnet.scoring import word_errors
+from qnet.trainer import distributed_env_from_slurm, first_slurm_host
 
 from train_helpers import have_tts, make_corpus, train_args
 
@@ -246,7 +247,6 @@ def test_word_errors():
     assert word_errors("a b", "") == 2
 
 
-@pytest.mark.slow
 def test_kill9_then_same_command_resumes(corpus, tmp_path):
     exp = tmp_path / "killed"
     args = train_args(corpus, exp, "--ctc-backend", "torch", "--num-epochs", "3", "--max-duration", "9",
@@ -273,19 +273,11 @@ def test_kill9_then_same_command_resumes(corpus, tmp_path):
     _states_equal(torch.load(straight / "epoch-3.pt")["model"], torch.load(exp / "epoch-3.pt")["model"])
 
 
-@pytest.mark.slow
-def test_mini_model_learns_a_tiny_tts_corpus(tmp_path):
-    """The 'done' check: 240 espeak-ng utterances of 1-3 words from a 12-word vocabulary; mini model,
-    20 epochs on CPU (about 5-10 minutes on 2 cores). Held-out utterances must be mostly right."""
-    if not have_tts():
-        pytest.skip("espeak-ng/sox not installed")
-    corpus = make_corpus(tmp_path / "corpus", num_train=240, num_valid=40, seed=7, max_words=3)
-    exp = tmp_path / "exp"
-    args = train_args(corpus, exp, "--model", "mini", "--num-epochs", "20", "--max-duration", "20",
-                      "--num-buckets", "4", "--lr", "0.01", "--warmup-steps", "50", "--spec-cutout", "false",
-                      "--num-threads", "2", "--log-interval", "10", "--save-every-n", "0")
-    assert train_cli.main(args) == 0
-    history = torch.load(exp / "epoch-20.pt")["history"]
+def test_mini_model_learns_a_tiny_tts_corpus(learned):
+    """The 'done' check (train_helpers.learning_run; the model is shared with test_transcribe): 240
+    espeak-ng utterances of 1-3 words from a 12-word vocabulary, mini model, 20 epochs on CPU.
+    Held-out utterances must be mostly right."""
+    history = torch.load(learned["model"])["history"]
     train = [h["loss"] for h in history if h["kind"] == "train"]
     valid = [h for h in history if h["kind"] == "valid"]
     assert train[-1] < train[0] / 10

@@ -47,3 +47,27 @@ def test_transcribe_with_hlg(tmp_path, capsys):
     vocab = {"the", "cat", "sat", "hat", "on", "a"}
     for line in lines:
         assert set(line.split("\t")[1].split()) <= vocab  # HLG can only output lexicon words
+
+
+def test_transcribe_with_the_trained_model_matches_the_references(learned, capsys):
+    """The learning check's trained model (conftest `learned`) transcribes the held-out audio files from
+    the waveforms (features computed by transcribe itself): the transcripts must match the references."""
+    from lhotse import CutSet
+
+    from qnet.bin.transcribe import main
+    from qnet.scoring import word_errors
+
+    cuts = list(CutSet.from_file(learned["valid_cuts"]))
+    wavs = [cut.recording.sources[0].source for cut in cuts]
+    refs = [" ".join(cut.supervisions[0].text.lower().split()) for cut in cuts]
+    main([str(learned["model"])] + wavs + ["--batch-size", "16"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == wavs
+    hyps = [line.split("\t")[1] for line in lines]
+    errors = sum(word_errors(r, h) for r, h in zip(refs, hyps))
+    words = sum(len(r.split()) for r in refs)
+    exact = sum(r == h for r, h in zip(refs, hyps))
+    print(f"transcribe WER {100.0 * errors / words:.1f}% ({errors}/{words}), {exact}/{len(refs)} utterances exact")
+    # the learning run validates at ~15 % WER, 31/40 utterances exact, on the same held-out utterances
+    assert errors / words < 0.30, list(zip(refs, hyps))
+    assert exact >= 0.6 * len(refs), list(zip(refs, hyps))

@@ -83,3 +83,20 @@ def train_args(corpus: Dict[str, Path], exp_dir: Path, *extra: str) -> List[str]
         "--tensorboard", "false",
         *extra,
     ]
+
+
+def learning_run(out_dir: Path, *extra: str) -> Dict[str, Path]:
+    """The learning check's run: 240 espeak-ng utterances of 1-3 words from WORDS (40 held out), the
+    mini model for 20 epochs on CPU (about a minute on 2 idle cores). Returns the corpus paths plus
+    "exp" and "model" (the last epoch's checkpoint). `extra` adds qnet.bin.train options (e.g. --amp)."""
+    from qnet.bin import train as train_cli
+
+    out_dir = Path(out_dir)
+    corpus = make_corpus(out_dir / "corpus", num_train=240, num_valid=40, seed=7, max_words=3)
+    exp = out_dir / "exp"
+    args = train_args(corpus, exp, "--model", "mini", "--num-epochs", "20", "--max-duration", "20",
+                      "--num-buckets", "4", "--lr", "0.01", "--warmup-steps", "50", "--spec-cutout", "false",
+                      "--num-threads", "2", "--log-interval", "10", "--save-every-n", "0", *extra)
+    if train_cli.main(args) != 0:
+        raise RuntimeError(f"the learning run failed; see {exp / 'log'}")
+    return {**corpus, "exp": exp, "model": exp / "epoch-20.pt"}

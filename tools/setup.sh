@@ -25,7 +25,8 @@ mkdir -p "$root/tools"
 exec 9>"$root/tools/.setup.lock"
 flock 9
 
-apt_packages="espeak-ng flite sox libsox-fmt-all libsndfile1 cmake build-essential
+# espeak-ng, flite and festival (+ two English voices) synthesize egs/mini's corpora (qnet/corpus/synth.py)
+apt_packages="espeak-ng flite festival festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-all libsndfile1 cmake build-essential
   libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
   zlib1g-dev libbz2-dev liblzma-dev"
 

@@ -12,6 +12,14 @@ log() {
   echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
 }
 
+# stage_done N START WHAT: record that stage N (WHAT), started at epoch second START, finished, in
+# $times ("<stage> <seconds> <what>" lines, one per stage, the last run of each; RESULTS.md lists them).
+stage_done() {
+  local line="$1 $(( $(date +%s) - $2 )) $3"
+  { grep -v "^$1 " "$times" 2>/dev/null || true; echo "$line"; } | sort -n > "$times.tmp"
+  mv "$times.tmp" "$times"
+}
+
 ../../tools/setup.sh
 . ./path.sh
 . ./cmd.sh

@@ -13,15 +13,20 @@ skipped. Training parts (named train*) get 3-fold speed perturbation (0.9/1.0/1.
 perturb_speed) with --speed-perturb true, and the --dither value; other parts get dither 0.
 Audio that is not at --sampling-rate is resampled. A cut whose audio cannot be read is skipped
 with a line naming it; a job fails only when none of its cuts could be computed.
+
+Every step streams (lazy manifests in, lhotse's sequential writers out, each speed-perturbed copy
+right after its original), so memory stays flat whatever the size of the part: bench/bench_scale.py
+--features measures it.
 """
 
 import argparse
+import itertools
 import logging
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from tqdm import tqdm
 
@@ -76,58 +81,129 @@ def split_dir(out_dir: Path, prefix: str, part: str) -> Path:
     return out_dir / f"{prefix}_split_{part}"
 
 
-def _resample_if_needed(cut, sampling_rate: int):
-    return cut if cut.sampling_rate == sampling_rate else cut.resample(sampling_rate)
-
-
-def build_cuts(src_dir: Path, prefix: str, part: str, sampling_rate: int, speed_perturb: bool):
-    """CutSet of a part from its manifests: resampled where needed, speed-perturbed for train*."""
-    from lhotse import CutSet, load_manifest
-
+def _part_manifests(src_dir: Path, prefix: str, part: str) -> Tuple[Path, Path]:
     rec_path = src_dir / f"{prefix}_recordings_{part}.jsonl.gz"
     sup_path = src_dir / f"{prefix}_supervisions_{part}.jsonl.gz"
     missing = [str(p) for p in (rec_path, sup_path) if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{part}: manifests missing: {' '.join(missing)} (run the data preparation stage first)")
-    from lhotse.utils import fastcopy
-
-    cuts = CutSet.from_manifests(recordings=load_manifest(rec_path), supervisions=load_manifest(sup_path))
-    # One supervision per recording here: name each cut after its recording (lhotse appends "-<index>").
-    cuts = CutSet.from_cuts(fastcopy(c, id=c.recording_id) if len(c.supervisions) == 1 else c for c in cuts)
-    n_resampled = sum(c.sampling_rate != sampling_rate for c in cuts)
-    if n_resampled:
-        logging.info(f"{part}: resampling {n_resampled} cuts to {sampling_rate} Hz")
-        cuts = CutSet.from_cuts(_resample_if_needed(c, sampling_rate) for c in cuts)
-    if speed_perturb and is_train_part(part):
-        cuts = (cuts + cuts.perturb_speed(SPEED_FACTORS[0]) + cuts.perturb_speed(SPEED_FACTORS[1])).to_eager()
-        logging.info(f"{part}: speed perturbation {SPEED_FACTORS} -> {len(cuts)} cuts")
-    return cuts
+    return rec_path, sup_path
 
 
-def split_cuts(cuts, nj: int) -> list:
-    """`nj` contiguous pieces (CutSet.split); pieces past the number of cuts are empty."""
-    from lhotse import CutSet
+def _supervisions_follow_recordings(rec_path: Path, sup_path: Path) -> bool:
+    """Do the supervisions come grouped by recording, in the recordings' order? (one streaming pass)"""
+    from lhotse.serialization import load_jsonl
 
-    n = min(nj, len(cuts))
-    pieces = list(cuts.split(n)) if n > 0 else []
-    return pieces + [CutSet.from_cuts([]) for _ in range(nj - len(pieces))]
+    recs = (r["id"] for r in load_jsonl(rec_path))
+    current = None
+    for sup in load_jsonl(sup_path):
+        while sup["recording_id"] != current:
+            current = next(recs, None)
+            if current is None:
+                return False
+    return True
 
 
-def compute_piece(cuts, extractor, storage_path: Path, desc: str) -> Tuple[list, List[str]]:
-    """Compute and store features of every cut; returns (cuts with features, skipped-cut messages)."""
+def _supervisions_by_recording(rec_path: Path, sup_path: Path) -> Iterator[Tuple[object, list]]:
+    """(recording, its supervisions) for every recording, streaming both manifests when the supervisions
+    follow the recordings' order (as the preparation stages write them); otherwise the supervisions are
+    indexed in memory first (logged)."""
+    from lhotse import RecordingSet, SupervisionSet
+
+    recordings = RecordingSet.from_jsonl_lazy(rec_path)
+    supervisions = SupervisionSet.from_jsonl_lazy(sup_path)
+    if not _supervisions_follow_recordings(rec_path, sup_path):
+        logging.info(f"{sup_path} is not in the order of {rec_path}: indexing its supervisions in memory")
+        index: Dict[str, list] = {}
+        for sup in supervisions:
+            index.setdefault(sup.recording_id, []).append(sup)
+        for rec in recordings:
+            yield rec, index.get(rec.id, [])
+        return
+    sups = iter(supervisions)
+    pending = next(sups, None)
+    for rec in recordings:
+        mine = []
+        while pending is not None and pending.recording_id == rec.id:
+            mine.append(pending)
+            pending = next(sups, None)
+        yield rec, mine
+
+
+def build_cuts(src_dir: Path, prefix: str, part: str, sampling_rate: int, speed_perturb: bool) -> Iterator:
+    """Cuts of a part, streamed from its manifests (one cut per recording, named after it), resampled
+    where needed, and for train* parts with --speed-perturb each followed by its 0.9 and 1.1 copies.
+    Nothing is held in memory but the current recording."""
+    from lhotse import MonoCut, MultiCut
+
+    rec_path, sup_path = _part_manifests(src_dir, prefix, part)
+    perturb = speed_perturb and is_train_part(part)
+    for rec, sups in _supervisions_by_recording(rec_path, sup_path):
+        if rec.num_channels == 1:
+            cut = MonoCut(id=rec.id, start=0, duration=rec.duration, channel=rec.channel_ids[0], recording=rec,
+                          supervisions=sups)
+        else:
+            cut = MultiCut(id=rec.id, start=0, duration=rec.duration, channel=rec.channel_ids, recording=rec,
+                           supervisions=sups)
+        if cut.sampling_rate != sampling_rate:
+            cut = cut.resample(sampling_rate)
+        yield cut
+        if perturb:
+            for factor in SPEED_FACTORS:
+                yield cut.perturb_speed(factor)
+
+
+def num_part_cuts(src_dir: Path, prefix: str, part: str, speed_perturb: bool) -> int:
+    """How many cuts `build_cuts` yields (counts the recordings' lines; parses nothing)."""
+    from qnet.data import count_lines
+
+    rec_path, _ = _part_manifests(src_dir, prefix, part)
+    return count_lines(rec_path) * (1 + len(SPEED_FACTORS) if speed_perturb and is_train_part(part) else 1)
+
+
+def piece_sizes(num_cuts: int, nj: int) -> List[int]:
+    """Sizes of `nj` contiguous pieces of `num_cuts` cuts, as even as possible (trailing ones may be 0)."""
+    base, extra = divmod(num_cuts, nj)
+    return [base + (j < extra) for j in range(nj)]
+
+
+def compute_piece(cuts, extractor, storage_path: Path, out_path: Path, desc: str) -> Tuple[int, int, float, List[str]]:
+    """Compute and store the features of every cut, streaming the cuts with features to `out_path`
+    (atomically, last; the skipped cuts are listed in skipped.*.txt next to it first). Returns (cuts
+    read, cuts done, seconds done, skipped-cut messages)."""
     from lhotse import LilcomChunkyWriter
 
+    from qnet.data import write_cuts
+    from qnet.utils import atomic_write_text
+
     storage_path.parent.mkdir(parents=True, exist_ok=True)
-    done, skipped = [], []
-    with LilcomChunkyWriter(storage_path) as writer:
+    read, seconds, skipped = [0], [0.0], []
+
+    def computed(writer):
         for cut in tqdm(cuts, desc=desc, unit="cut", mininterval=5):
+            read[0] += 1
             try:
-                done.append(cut.compute_and_store_features(extractor, writer))
+                cut = cut.compute_and_store_features(extractor, writer)
             except Exception as exc:  # unreadable audio, decoder errors: skip this cut only
                 msg = f"SKIP {cut.id}: feature extraction failed: {type(exc).__name__}: {exc}"
                 logging.warning(msg)
                 skipped.append(msg)
-    return done, skipped
+                continue
+            seconds[0] += cut.duration
+            yield cut
+        if read[0] and len(skipped) == read[0]:
+            raise RuntimeError(f"{desc}: none of its {read[0]} cuts could be computed")
+        if skipped:
+            atomic_write_text(skipped_path(out_path), "".join(m + "\n" for m in skipped))
+
+    with LilcomChunkyWriter(storage_path) as writer:
+        done = write_cuts(computed(writer), out_path)
+    return read[0], done, seconds[0], skipped
+
+
+def skipped_path(piece: Path) -> Path:
+    """The list of cuts a piece's job skipped: cuts.J.jsonl.gz -> skipped.J.txt."""
+    return piece.with_name(piece.name.replace("cuts.", "skipped.", 1).replace(".jsonl.gz", ".txt"))
 
 
 def _job_io(out_dir: Path, prefix: str, part: str, job: int) -> Tuple[Path, Path, Path]:
@@ -136,40 +212,32 @@ def _job_io(out_dir: Path, prefix: str, part: str, job: int) -> Tuple[Path, Path
 
 
 def run_job(out_dir: Path, prefix: str, part: str, job: int, feature_type: str, dither: float) -> Tuple[int, int]:
-    """Compute split piece `job` of a part (resumable: a finished piece is skipped). Returns (done, skipped)."""
+    """Compute split piece `job` of a part, streaming (resumable: a finished piece is skipped).
+    Returns (done, skipped)."""
     import torch
-    from lhotse import CutSet, load_manifest
+    from lhotse import CutSet
 
-    from qnet.corpus.validate import atomic_to_file
-    from qnet.utils import atomic_write_text
+    from qnet.data import count_lines
 
     torch.set_num_threads(1)
     raw, out, storage = _job_io(out_dir, prefix, part, job)
     if out.is_file():
         logging.info(f"{part} piece {job}: {out} exists, skipping")
-        return len(load_manifest(out)), 0
+        return count_lines(out), 0
     if not raw.is_file():
         raise FileNotFoundError(f"{raw} missing: run with --split first")
-    cuts = load_manifest(raw)
     extractor = make_extractor(feature_type, dither if is_train_part(part) else 0.0)
     start = time.time()
-    done, skipped = compute_piece(cuts, extractor, storage, f"{prefix}_{part}.{job}")
-    if len(cuts) and not done:
-        raise RuntimeError(f"{part} piece {job}: none of its {len(cuts)} cuts could be computed")
-    if skipped:
-        atomic_write_text(out.with_name(f"skipped.{job}.txt"), "".join(m + "\n" for m in skipped))
-    atomic_to_file(CutSet.from_cuts(done), out)
-    secs = sum(c.duration for c in done)
+    _, done, secs, skipped = compute_piece(CutSet.from_jsonl_lazy(raw), extractor, storage, out,
+                                           f"{prefix}_{part}.{job}")
     elapsed = time.time() - start
-    logging.info(f"{part} piece {job}: {len(done)} cuts ({secs / 3600:.3f} h audio) in {elapsed:.1f} s "
+    logging.info(f"{part} piece {job}: {done} cuts ({secs / 3600:.3f} h audio) in {elapsed:.1f} s "
                  f"(RTF {elapsed / max(secs, 1e-9):.4f}), {len(skipped)} skipped")
-    return len(done), len(skipped)
+    return done, len(skipped)
 
 
 def split_part(src_dir: Path, out_dir: Path, prefix: str, part: str, nj: int, sampling_rate: int, speed_perturb: bool) -> None:
-    """Write the `nj` raw pieces of a part (skipped when they all exist)."""
-    from qnet.corpus.validate import atomic_to_file
-
+    """Write the `nj` raw pieces of a part, streaming (skipped when they all exist)."""
     import shutil
 
     from qnet.utils import atomic_write_text
@@ -186,28 +254,39 @@ def split_part(src_dir: Path, out_dir: Path, prefix: str, part: str, nj: int, sa
     if all(r.is_file() for r in raws):
         logging.info(f"{part}: {nj} split pieces exist, skipping the split")
         return
+    from qnet.data import write_cuts
+
+    num_cuts = num_part_cuts(src_dir, prefix, part, speed_perturb)
     cuts = build_cuts(src_dir, prefix, part, sampling_rate, speed_perturb)
     atomic_write_text(conf_file, conf + "\n")
-    for r, piece in zip(raws, split_cuts(cuts, nj)):
-        atomic_to_file(piece, r)
-    logging.info(f"{part}: {len(cuts)} cuts split into {nj} pieces in {split_dir(out_dir, prefix, part)}")
+    for r, size in zip(raws, piece_sizes(num_cuts, nj)):
+        write_cuts(itertools.islice(cuts, size), r)
+    logging.info(f"{part}: {num_cuts} cuts{' (with speed perturbation)' if speed_perturb and is_train_part(part) else ''} "
+                 f"split into {nj} pieces in {sd}")
 
 
 def combine_part(out_dir: Path, prefix: str, part: str, nj: int) -> Path:
-    """Concatenate the computed pieces in order into the part's cuts file (atomically)."""
-    from lhotse import CutSet, load_manifest
+    """Concatenate the computed pieces in order into the part's cuts file (streaming, atomically)."""
+    from lhotse.serialization import load_jsonl
 
-    from qnet.corpus.validate import atomic_to_file
+    from qnet.data import write_cuts
 
     outs = [_job_io(out_dir, prefix, part, j)[1] for j in range(1, nj + 1)]
     missing = [str(o) for o in outs if not o.is_file()]
     if missing:
         raise FileNotFoundError(f"{part}: pieces not computed yet: {' '.join(missing)}")
-    cuts = CutSet.from_cuts(c for o in outs for c in load_manifest(o))
-    skipped = sum(len(_read_lines(o.with_name(f"skipped.{j}.txt"))) for j, o in enumerate(outs, 1))
+    seconds = [0.0]
+
+    def cuts():
+        for o in outs:
+            for cut in load_jsonl(o):
+                seconds[0] += cut["duration"]
+                yield cut
+
     final = cuts_path(out_dir, prefix, part)
-    atomic_to_file(cuts, final)
-    logging.info(f"{final}: {len(cuts)} cuts ({sum(c.duration for c in cuts) / 3600:.2f} h), {skipped} skipped")
+    n = write_cuts(cuts(), final)
+    skipped = sum(len(_read_lines(skipped_path(o))) for o in outs)
+    logging.info(f"{final}: {n} cuts ({seconds[0] / 3600:.2f} h), {skipped} skipped")
     return final
 
 

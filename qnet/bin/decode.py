@@ -1,5 +1,6 @@
 """Decode lhotse cuts with a QuartzNet CTC model: greedy, ctc-decoding (H), HLG 1best, whole-lattice and
-n-best rescoring with a larger G (LM-scale sweep); write Kaldi text hypotheses and score them.
+n-best rescoring with a larger G (LM-scale sweep), and n-best rescoring with G plus a neural LM
+(nnlm-rescoring, --nnlm; both scales swept); write Kaldi text hypotheses and score them.
 
     python -m qnet.bin.decode --model exp/avg.pt --cuts data/fbank/mini_cuts_test.jsonl.gz \
         --lang-dir data/lang_char --G-rescore data/lm/G_4_gram.fst.txt \
@@ -17,7 +18,7 @@ from typing import Dict, List
 
 import torch
 
-from qnet.decode import DEFAULT_LM_SCALES, Decoder, DecodeOptions
+from qnet.decode import DEFAULT_LM_SCALES, DEFAULT_NNLM_SCALES, METHODS, Decoder, DecodeOptions
 from qnet.scoring import score_dir, write_text
 from qnet.utils import setup_logger, str2bool
 
@@ -31,8 +32,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang-dir", default=None, help="lang dir (needed for every method but greedy on chars)")
     p.add_argument("--hlg", default=None, help="HLG (default LANG_DIR/HLG.pt)")
     p.add_argument("--G-rescore", dest="G_rescore", default=None, help="larger G.fst.txt for rescoring")
-    p.add_argument("--methods", default="greedy",
-                   help="comma list of greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring")
+    p.add_argument("--methods", default="greedy", help=f"comma list of {','.join(METHODS)}")
+    p.add_argument("--nnlm", default=None, help="nnlm-rescoring: the NNLM (nnlm.pt of qnet.bin.train_nnlm)")
+    p.add_argument("--nnlm-scales", default=",".join(f"{s:g}" for s in DEFAULT_NNLM_SCALES),
+                   help="nnlm-rescoring: comma list of NNLM scales (each with every --lm-scales value)")
+    p.add_argument("--nnlm-max-tokens", type=int, default=20000,
+                   help="nnlm-rescoring: padded words per NNLM batch (memory bound)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
@@ -42,6 +47,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-active-states", type=int, default=10000)
     p.add_argument("--num-paths", type=int, default=100, help="n-best rescoring: paths sampled")
     p.add_argument("--nbest-scale", type=float, default=0.5, help="n-best rescoring: lattice score scale")
+    p.add_argument("--blank-skip-threshold", type=float, default=0.0,
+                   help="graph methods: drop frames whose blank probability exceeds this after such a frame "
+                        "(faster lattices; 0 = keep every frame)")
     p.add_argument("--max-lattice-frames", type=int, default=1500,
                    help="output frames per lattice-generation call (memory bound on flat posteriors)")
     p.add_argument("--max-lattice-arcs", type=int, default=50_000,
@@ -92,9 +100,7 @@ def main(argv=None) -> None:
     logging.info(f"decode {vars(args)}")
     torch.set_num_threads(args.num_threads)
 
-    from lhotse.dataset import SimpleCutSampler
-
-    from qnet.data import cut_text, load_cuts
+    from qnet.data import SimpleCutSampler, cut_text, load_cuts
     from qnet.model import load_model
     from qnet.tokens import CharTokenizer, load_tokenizer
 
@@ -112,12 +118,13 @@ def main(argv=None) -> None:
         search_beam=args.search_beam, output_beam=args.output_beam, min_active_states=args.min_active_states,
         max_active_states=args.max_active_states, num_paths=args.num_paths, nbest_scale=args.nbest_scale,
         max_lattice_arcs=args.max_lattice_arcs, max_intersect_arcs=args.max_intersect_arcs,
-        max_lattice_frames=args.max_lattice_frames,
+        max_lattice_frames=args.max_lattice_frames, blank_skip_threshold=args.blank_skip_threshold,
         lm_scales=[float(s) for s in args.lm_scales.split(",") if s],
+        nnlm_scales=[float(s) for s in args.nnlm_scales.split(",") if s], nnlm_max_tokens=args.nnlm_max_tokens,
     )
     methods = [m for m in args.methods.split(",") if m]
     decoder = Decoder(methods, tokenizer, args.lang_dir, args.G_rescore, args.hlg, device, opts,
-                      args.modified_ctc_topo)
+                      args.modified_ctc_topo, nnlm=args.nnlm)
 
     cuts = load_cuts(args.cuts)
     sampler = SimpleCutSampler(cuts, max_duration=args.max_duration, shuffle=False)

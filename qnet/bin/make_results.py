@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from qnet.results import PUBLISHED, Check, collect_system, render_markdown
+from qnet.results import PUBLISHED, Check, collect_system, read_stage_times, render_markdown
 from qnet.utils import atomic_write_text, setup_logger, str2bool
 
 
@@ -32,6 +32,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="pick LM scales for SET on DEV (repeatable); without it a set picks its own best")
     p.add_argument("--published", choices=sorted(PUBLISHED), default=None, help="add the published numbers")
     p.add_argument("--check", action="append", default=[], help="a target to evaluate (repeatable)")
+    p.add_argument("--voices", action="append", default=[], metavar="SET=FILE",
+                   help="a per-voice WER table for SET, speakers named by a synth_voices.txt (repeatable)")
+    p.add_argument("--stage-times", default=None, help="file of '<stage> <seconds> <what>' lines to tabulate")
+    p.add_argument("--cer", type=str2bool, default=False,
+                   help="also read cer-summary files: character error rates as methods <method>-cer")
     p.add_argument("--note", action="append", default=[], help="a line for the Sources section (repeatable)")
     p.add_argument("--strict", type=str2bool, default=False, help="exit 1 when a check fails or is missing")
     p.add_argument("--print", dest="print_", type=str2bool, default=False, help="also print RESULTS.md")
@@ -53,10 +58,12 @@ def main(argv=None) -> int:
     """Write RESULTS.md; exit status 1 only with --strict true and a failed or missing check."""
     args = get_parser().parse_args(argv)
     setup_logger()
-    systems = [collect_system(name, d) for name, d in parse_pairs(args.systems, "system").items()]
+    systems = [collect_system(name, d, args.cer) for name, d in parse_pairs(args.systems, "system").items()]
     checks = [Check.parse(c) for c in args.check]
+    stage_times = read_stage_times(args.stage_times) if args.stage_times and Path(args.stage_times).is_file() else ()
     text, evaluated = render_markdown(args.title, systems, args.sets, parse_pairs(args.tune, "--tune"),
-                                      args.published, checks, args.note)
+                                      args.published, checks, args.note, parse_pairs(args.voices, "--voices"),
+                                      stage_times)
     atomic_write_text(args.out, text)
     logging.info(f"wrote {args.out}")
     if args.print_:

@@ -23,7 +23,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--wsj1", type=Path, action="append", default=[], help="folder with the wsj1 discs (13-*.*) or a wsj1 copy")
     p.add_argument("--discs", type=Path, action="append", default=[],
                    help="a disc folder (11-1.1 ...), a folder of discs, or a CORPUS holding wsj0/ wsj1/; repeat as needed")
-    p.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), choices=sorted(WSJ_SETS))
+    p.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), choices=sorted(WSJ_SETS),
+                   help="sets to prepare; their audio: " + "; ".join(f"{k} on {v.audio}" for k, v in WSJ_SETS.items()))
     p.add_argument("--max-duration", type=float, default=16.7,
                    help="utterances longer than this (s) are dropped from train* sets and flagged in test sets; 0 = no limit")
     p.add_argument("--sampling-rate", type=int, default=16000)

@@ -29,9 +29,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-lm", type=int, default=None, help="LM-text sentences (disjoint from dev/test)")
     p.add_argument("--min-words", type=int, default=None, help="shortest sentence in words (default 6; wsj 5)")
     p.add_argument("--max-words", type=int, default=None, help="longest sentence in words (default 16; wsj 13)")
-    p.add_argument("--num-speakers-train", type=int, default=None, help="training voices (default 30 / 20)")
+    p.add_argument("--num-speakers-train", type=int, default=None, help="training voices (default 100 / 40)")
     p.add_argument("--num-speakers-dev", type=int, default=None, help="dev voices (default 6)")
     p.add_argument("--num-speakers-test", type=int, default=None, help="test voices (default 6)")
+    p.add_argument("--test-group", default="",
+                   help="voice group of the test set (default: the layout's own test voices); e.g. held-back "
+                        "for voices that no recipe corpus uses")
     p.add_argument("--nj", type=int, default=2, help="parallel synthesis processes")
     p.add_argument("--log", default=None, help="also log to this file")
     return p
@@ -45,7 +48,7 @@ def main(argv=None) -> int:
         args.layout, seed=args.seed, smoke=args.smoke, num_train=args.num_train, num_dev=args.num_dev,
         num_test=args.num_test, num_lm=args.num_lm, min_words=args.min_words, max_words=args.max_words,
         num_speakers_train=args.num_speakers_train, num_speakers_dev=args.num_speakers_dev,
-        num_speakers_test=args.num_speakers_test)
+        num_speakers_test=args.num_speakers_test, test_group=args.test_group or None)
     for name in ("num_train", "num_dev", "num_test", "num_lm"):
         if getattr(cfg, name) < 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 0")

@@ -1,7 +1,7 @@
 """Common Voice English -> lhotse manifests: a thin wrapper over lhotse's `prepare_commonvoice`.
 
 Layout (as lhotse expects it): `CORPUS/en/{train,dev,test}.tsv` + `CORPUS/en/clips/*.mp3`.
-Before calling lhotse, every clip of a split's tsv is probed; rows with missing, unreadable or empty
+Before calling lhotse, every clip of a split's tsv is probed (over --num-jobs processes); rows with missing, unreadable or empty
 audio are reported and left out of a filtered copy of the tsv (lhotse's recipe would stop on the
 first unreadable clip), which lhotse then reads through `OUT/.commonvoice_staging/en/`. Afterwards
 texts are normalized to our characters (`qnet.tokens.normalize_text`), 48 kHz clips are marked for
@@ -13,8 +13,9 @@ import csv
 import logging
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -29,15 +30,36 @@ from qnet.corpus.validate import (
     probe_audio,
     write_part,
 )
+from qnet.utils import PathLike
 
-PathLike = Union[str, Path]
 
 PREFIX = "commonvoice"
 DEFAULT_SPLITS = ("train", "dev", "test")
 
 
-def _filter_tsv(lang_dir: Path, split: str, staging: Path, report: PrepReport) -> int:
-    """Write staging/<split>.tsv holding only rows whose clip is readable; returns rows kept."""
+def _probe_error(clip: str) -> Optional[str]:
+    """None when the clip is readable, else why not (BadAudioError's message); runs in a worker."""
+    try:
+        probe_audio(clip)
+    except BadAudioError as exc:
+        return str(exc)
+    return None
+
+
+def probe_clips(clips: Sequence[PathLike], num_jobs: int = 1, desc: str = "probing clips") -> List[Optional[str]]:
+    """`_probe_error` of every clip, in order, over `num_jobs` worker processes (a release has ~1M clips)."""
+    clips = [str(c) for c in clips]
+    if num_jobs <= 1 or len(clips) < 2:
+        return [_probe_error(c) for c in tqdm(clips, desc=desc, unit="clip", mininterval=5)]
+    chunk = max(1, min(1000, len(clips) // (num_jobs * 8)))
+    with ProcessPoolExecutor(num_jobs) as ex:
+        return list(tqdm(ex.map(_probe_error, clips, chunksize=chunk), total=len(clips), desc=desc, unit="clip",
+                         mininterval=5))
+
+
+def _filter_tsv(lang_dir: Path, split: str, staging: Path, report: PrepReport, num_jobs: int = 1) -> int:
+    """Write staging/<split>.tsv holding only rows whose clip is readable (probed over `num_jobs`
+    processes); returns rows kept."""
     src = lang_dir / f"{split}.tsv"
     with open(src, "r", encoding="utf-8", errors="replace", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -47,15 +69,12 @@ def _filter_tsv(lang_dir: Path, split: str, staging: Path, report: PrepReport) -
         if col not in fieldnames:
             raise ValueError(f"{src}: no '{col}' column (columns: {fieldnames})")
     kept = []
-    for row in tqdm(rows, desc=f"{split}: probing clips", unit="clip"):
-        clip = lang_dir / "clips" / row["path"]
-        uid = Path(row["path"]).stem
-        try:
-            probe_audio(clip)
-        except BadAudioError as exc:
-            reason = "no-audio" if "no such file" in str(exc) else (
-                "empty-audio" if ("zero-length" in str(exc) or "0 bytes" in str(exc)) else "bad-audio")
-            report.skip(uid, reason, str(exc))
+    errors = probe_clips([lang_dir / "clips" / row["path"] for row in rows], num_jobs, f"{split}: probing clips")
+    for row, error in zip(rows, errors):
+        if error is not None:
+            reason = "no-audio" if "no such file" in error else (
+                "empty-audio" if ("zero-length" in error or "0 bytes" in error) else "bad-audio")
+            report.skip(Path(row["path"]).stem, reason, error)
             continue
         # lhotse reads these columns with no default
         for col in ("gender", "age", "accents", "variant"):
@@ -104,7 +123,7 @@ def prepare_commonvoice_en(
         staging = staging_root / language
         staging.mkdir(parents=True)
         os.symlink(lang_dir / "clips", staging / "clips")
-        n = _filter_tsv(lang_dir, split, staging, report)
+        n = _filter_tsv(lang_dir, split, staging, report, num_jobs)
         manifests = {}
         if n:
             manifests = prepare_commonvoice(staging_root, staging_root / "out", languages=[language], splits=[split], num_jobs=num_jobs)

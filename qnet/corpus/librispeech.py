@@ -24,14 +24,14 @@ from qnet.corpus.validate import (
     SKIP,
     check_duration,
     clean_text,
+    finish_part,
     is_train_part,
     part_is_done,
     probe_audio,
-    write_part,
 )
 from qnet.tokens import NormalizationStats
+from qnet.utils import PathLike
 
-PathLike = Union[str, Path]
 
 PREFIX = "librispeech"
 LIBRISPEECH_PARTS = (
@@ -202,14 +202,7 @@ def prepare_part(
             seen.add(rec.id)
             recordings.append(rec)
             supervisions.append(sup)
-    if not supervisions:
-        logging.error(f"{PREFIX}_{part}: no usable utterance in {part_dir}; nothing written")
-        for line in report.summary().splitlines():
-            logging.error(line)
-        report.write(Path(out_dir) / f"{PREFIX}_{part}.report.txt")
-        return None
-    write_part(out_dir, PREFIX, part, recordings, supervisions, report)
-    return report
+    return finish_part(out_dir, PREFIX, part, recordings, supervisions, report, where=f" in {part_dir}")
 
 
 def prepare_librispeech(

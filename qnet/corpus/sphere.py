@@ -23,11 +23,11 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional
 
 import numpy as np
 
-PathLike = Union[str, Path]
+from qnet.utils import PathLike
 
 
 class SphereError(Exception):
@@ -136,12 +136,22 @@ def parse_sphere_header(data: bytes, name: str = "<bytes>") -> SphereHeader:
     )
 
 
+def is_empty_file(path: PathLike) -> bool:
+    """True for a file of 0 bytes (a failed copy, not a broken header)."""
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
 def read_sphere_header(path: PathLike) -> SphereHeader:
     """Parse the header of a SPHERE file."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(1024)
+            if not head:
+                raise SphereError(f"{path}: file is empty (0 bytes)")
             if head.startswith(b"NIST_1A"):
                 try:
                     size = int(head.split(b"\n", 2)[1].strip())

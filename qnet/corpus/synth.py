@@ -7,9 +7,9 @@
   `.ndx` indices, `.dot` transcripts (occasional WSJ markup), 1024-byte NIST_1A SPHERE `.wv1` PCM files and the
   LM text `13-32.1/wsj1/doc/lng_modl/lm_train/np_data/{87,88,89}/*.z`.
 
-Speakers are TTS voices (espeak-ng language x variant, or a flite voice) with their own rate and pitch.
-Variants are split into disjoint groups, so dev/test voices never occur in any training set (either
-layout). Every random choice (text, voice parameters, padding, gain, channel, noise) derives from the seed
+Speakers are TTS voices (espeak-ng language x variant, a flite voice or a festival voice) with their own rate
+and pitch. Variants are split into disjoint groups, so dev/test voices never occur in any training set (either
+layout), and a few "held-back" voices occur in no corpus at all unless asked for (`test_group`). Every random choice (text, voice parameters, padding, gain, channel, noise) derives from the seed
 and the utterance id, so the same seed gives byte-identical files regardless of process scheduling.
 Audio and text files are written atomically; a rerun skips the audio files that are already complete.
 """
@@ -29,14 +29,13 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from qnet.corpus.sphere import read_sphere_header
 from qnet.corpus.textgen import generate_splits
-from qnet.utils import atomic_write_bytes, atomic_write_text
-
-PathLike = Union[str, Path]
+from qnet.utils import PathLike, atomic_write_bytes, atomic_write_text
 SAMPLE_RATE = 16000
 SPHERE_HEADER_BYTES = 1024
 
@@ -44,22 +43,40 @@ SPHERE_HEADER_BYTES = 1024
 ESPEAK_LANGS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd",
                 "en-029", "en-us-nyc")
 
+# Training voices: every espeak-ng variant that no dev/test group and no held-back voice uses (the whispering
+# ones excepted: unvoiced speech is another task), flite's awb and slt, and festival's ked (an LPC diphone
+# voice, the same family as the test voice flite kal16, which is another speaker) and HTS slt. Voice
+# diversity is the main guard against unseen voices: the model must not learn a handful of timbres.
+_TRAIN_POOL = (
+    "espeak:m1/M", "espeak:m2/M", "espeak:m3/M", "espeak:m6/M", "espeak:m8/M", "espeak:f1/F", "espeak:f2/F",
+    "espeak:klatt/M", "espeak:klatt2/M", "espeak:klatt3/M", "espeak:adam/M", "espeak:Alex/M", "espeak:Andy/M",
+    "espeak:Annie/F", "espeak:antonio/M", "espeak:aunty/F", "espeak:benjamin/M",
+    "espeak:boris/M", "espeak:caleb/M", "espeak:david/M", "espeak:Demonic/M", "espeak:Diogo/M", "espeak:ed/M",
+    "espeak:edward/M", "espeak:Gene/M", "espeak:gustave/M", "espeak:announcer/M", "espeak:Henrique/M",
+    "espeak:iven/M", "espeak:iven2/M", "espeak:iven3/M", "espeak:Jacky/M", "espeak:john/M", "espeak:kaukovalta/M",
+    "espeak:linda/F", "espeak:marcelo/M", "espeak:Mario/M", "espeak:max/M", "espeak:michel/M", "espeak:miguel/M",
+    "espeak:Mike/M", "espeak:Nguyen/M", "espeak:pablo/M", "espeak:paul/M", "espeak:pedro/M", "espeak:quincy/M",
+    "espeak:RicishayMax/M", "espeak:RicishayMax2/M", "espeak:rob/M", "espeak:robert/M", "espeak:robosoft/M",
+    "espeak:robosoft3/M", "espeak:robosoft5/M", "espeak:robosoft7/M", "espeak:steph/F", "espeak:steph2/F",
+    "espeak:Tweaky/M", "espeak:UniRobot/M", "espeak:anikaRobot/F", "espeak:AnxiousAndy/M", "espeak:fast/M",
+    "espeak:grandpa/M", "espeak:grandma/F", "espeak:croak/M", "espeak:sandro/M",
+    "flite:awb/M", "flite:slt/F", "flite:rms/M", "festival:ked_diphone/M", "festival:cmu_us_slt_arctic_hts/F",
+)
+
 # Disjoint voice groups: "engine:variant/gender". A dev/test group shares no variant with any train group,
 # and the WSJ dev/test voices are unseen in the LibriSpeech train set as well. flite's kal16 (test only) and
-# kal are the same diphone speaker; kal (8 kHz, band-limited) is not used.
+# kal are the same diphone speaker; kal (8 kHz, band-limited) is not used. "held-back" voices are in no
+# corpus the recipe makes: they are for checking that a model generalizes beyond the test voices too
+# (qnet.bin.synth_corpus --test-group held-back).
 VOICE_GROUPS: Dict[str, Tuple[str, ...]] = {
-    "librispeech/train": ("espeak:m1/M", "espeak:m2/M", "espeak:m3/M", "espeak:f1/F", "espeak:f2/F",
-                          "espeak:klatt/M", "espeak:klatt2/M", "espeak:adam/M", "espeak:Alex/M",
-                          "espeak:Andy/M", "espeak:Annie/F", "espeak:belinda/F", "espeak:david/M",
-                          "espeak:ed/M", "espeak:edward/M", "espeak:john/M", "espeak:linda/F",
-                          "espeak:max/M", "espeak:paul/M", "espeak:steph/F", "flite:awb/M", "flite:slt/F"),
+    "librispeech/train": _TRAIN_POOL,
     "librispeech/dev": ("espeak:m4/M", "espeak:f3/F", "espeak:Denis/M", "espeak:Alicia/F"),
     "librispeech/test": ("espeak:m5/M", "espeak:f4/F", "espeak:Hugo/M", "espeak:Andrea/F", "flite:kal16/M"),
-    "wsj/train": ("espeak:m6/M", "espeak:m8/M", "espeak:klatt3/M", "espeak:caleb/M", "espeak:benjamin/M",
-                  "espeak:aunty/F", "espeak:steph2/F", "espeak:iven/M", "espeak:michel/M", "espeak:quincy/M",
-                  "espeak:grandma/F", "espeak:robert/M", "flite:rms/M"),
+    "wsj/train": _TRAIN_POOL,
     "wsj/dev": ("espeak:m7/M", "espeak:f5/F", "espeak:Lee/M", "espeak:anika/F", "espeak:travis/M"),
     "wsj/test": ("espeak:klatt4/M", "espeak:Marco/M", "espeak:steph3/F", "espeak:zac/M", "espeak:victor/M"),
+    "held-back": ("espeak:klatt5/M", "espeak:klatt6/M", "espeak:norbert/M", "espeak:shelby/M", "espeak:Gene2/M",
+                  "espeak:edward2/M", "espeak:iven4/M", "espeak:Michael/M", "espeak:robosoft2/M", "espeak:belinda/F"),
 }
 
 LIBRI_PARTS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
@@ -70,11 +87,11 @@ WSJ_NOISES = ("loud_breath", "lip_smack", "breath", "door_slam", "tongue_click",
 class Voice:
     """One synthetic speaker: engine + voice/variant + speaking rate and pitch."""
 
-    engine: str  # "espeak-ng" or "flite"
-    voice: str  # espeak-ng "lang+variant" or flite voice name
+    engine: str  # "espeak-ng", "flite" or "festival"
+    voice: str  # espeak-ng "lang+variant", flite voice name or festival voice (e.g. ked_diphone)
     gender: str  # "M" or "F"
-    rate: float  # espeak-ng words per minute; flite: 1 / duration_stretch * 175
-    pitch: int  # espeak-ng -p (0..99); flite: sox pitch shift in cents
+    rate: float  # espeak-ng words per minute; flite/festival: 1 / duration_stretch * 175
+    pitch: int  # espeak-ng -p (0..99); flite/festival: sox pitch shift in cents
 
     @property
     def name(self) -> str:
@@ -88,7 +105,7 @@ class Voice:
 
     @property
     def variant(self) -> str:
-        """The espeak-ng variant or the flite voice (the speaker's timbre)."""
+        """The espeak-ng variant or the flite/festival voice (the speaker's timbre)."""
         return self.voice.split("+")[-1]
 
 
@@ -110,7 +127,11 @@ class UttJob:
 # voices
 # ----------------------------------------------------------------------------------------------------------
 def make_speakers(group: str, num: int, rng: random.Random) -> List[Voice]:
-    """`num` voices from a VOICE_GROUPS group: variants round-robin (shuffled), language and rate/pitch random."""
+    """`num` voices from a VOICE_GROUPS group: variants round-robin (shuffled), language and rate/pitch random.
+
+    Rates span slow to fast speech (espeak-ng 130-205 words per minute) and pitches most of espeak-ng's range,
+    so that a group's voices differ in more than their variant's timbre.
+    """
     entries = list(VOICE_GROUPS[group])
     rng.shuffle(entries)
     voices: List[Voice] = []
@@ -119,12 +140,12 @@ def make_speakers(group: str, num: int, rng: random.Random) -> List[Voice]:
         engine_variant, gender = entries[i % len(entries)].split("/")
         engine, variant = engine_variant.split(":")
         for _ in range(20):
-            if engine == "flite":
-                v = Voice("flite", variant, gender, rate=round(rng.uniform(150, 195)), pitch=rng.randint(-200, 200))
+            if engine in ("flite", "festival"):
+                v = Voice(engine, variant, gender, rate=round(rng.uniform(145, 200)), pitch=rng.randint(-300, 300))
             else:
                 lang = rng.choice(ESPEAK_LANGS)
-                v = Voice("espeak-ng", f"{lang}+{variant}", gender, rate=round(rng.uniform(145, 190)),
-                          pitch=rng.randint(30, 70))
+                v = Voice("espeak-ng", f"{lang}+{variant}", gender, rate=round(rng.uniform(130, 205)),
+                          pitch=rng.randint(20, 80))
             if (v.voice, v.pitch) not in used:
                 break
         used.add((v.voice, v.pitch))
@@ -132,8 +153,13 @@ def make_speakers(group: str, num: int, rng: random.Random) -> List[Voice]:
     return voices
 
 
+FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices", "/usr/local/share/festival/voices")
+ENGINE_PROGRAMS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}
+DEBIAN_PACKAGES = "espeak-ng flite festival festvox-kdlpc16k festvox-us-slt-hts sox"
+
+
 def installed_voices() -> Dict[str, set]:
-    """What this machine offers: {"espeak-lang": ..., "espeak-variant": ..., "flite": ...}."""
+    """What this machine offers: {"espeak-lang": ..., "espeak-variant": ..., "flite": ..., "festival": ...}."""
     def out(cmd: List[str]) -> str:
         return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
 
@@ -141,21 +167,23 @@ def installed_voices() -> Dict[str, set]:
     variants = {line.split()[-1][3:] for line in out(["espeak-ng", "--voices=variant"]).splitlines()[1:]
                 if line.split() and line.split()[-1].startswith("!v/")}
     # espeak-ng prints the file column last for variants; names with spaces ("Mr serious") are not used.
-    flite = set(out(["flite", "-lv"]).split(":", 1)[-1].split())
-    return {"espeak-lang": langs, "espeak-variant": variants, "flite": flite}
+    flite = set(out(["flite", "-lv"]).split(":", 1)[-1].split()) if shutil.which("flite") else set()
+    # festival voices are folders <voices>/<language>/<voice>/
+    festival = {p.name for d in FESTIVAL_VOICE_DIRS if Path(d).is_dir() for p in Path(d).glob("*/*") if p.is_dir()}
+    return {"espeak-lang": langs, "espeak-variant": variants, "flite": flite, "festival": festival}
 
 
 def check_engines(voices: Sequence[Voice]) -> None:
     """Fail early when espeak-ng/flite/sox or a voice is missing (espeak-ng silently ignores unknown variants)."""
-    needed = {"sox"} | {v.engine for v in voices}
+    needed = {"sox"} | {ENGINE_PROGRAMS[v.engine] for v in voices}
     missing = sorted(p for p in needed if shutil.which(p) is None)
     if missing:
-        raise RuntimeError(f"synthesis needs {missing} on PATH (Debian: apt-get install espeak-ng flite sox)")
+        raise RuntimeError(f"synthesis needs {missing} on PATH (Debian: apt-get install {DEBIAN_PACKAGES})")
     have = installed_voices()
     absent = set()
     for v in voices:
-        if v.engine == "flite" and v.voice not in have["flite"]:
-            absent.add(f"flite voice {v.voice}")
+        if v.engine in ("flite", "festival") and v.voice not in have[v.engine]:
+            absent.add(f"{v.engine} voice {v.voice}")
         if v.engine == "espeak-ng":
             lang, variant = v.voice.split("+")
             if lang not in have["espeak-lang"]:
@@ -200,11 +228,18 @@ def tts_waveform(job: UttJob, rng: np.random.Generator) -> np.ndarray:
             stretch = 175.0 / rate
             _run(["flite", "-voice", voice.voice, "--setf", f"duration_stretch={stretch:.3f}", "-t", job.spoken,
                   "-o", wav], job.utt_id)
+        elif voice.engine == "festival":
+            text = os.path.join(tmp, "text.txt")
+            with open(text, "w", encoding="utf-8") as f:
+                f.write(job.spoken + "\n")
+            _run(["text2wave", "-eval", f"(voice_{voice.voice})", "-eval",
+                  f"(Parameter.set 'Duration_Stretch {175.0 / rate:.3f})", "-o", wav, text], job.utt_id)
+        else:
+            raise ValueError(f"{job.utt_id}: unknown TTS engine {voice.engine!r}")
+        if voice.engine != "espeak-ng":  # espeak-ng sets the pitch itself; the others get sox's pitch shift
             cents = voice.pitch + int(rng.integers(-30, 31))
             if cents != 0:
                 effects = ["pitch", str(cents)]
-        else:
-            raise ValueError(f"{job.utt_id}: unknown TTS engine {voice.engine!r}")
         raw = _run(["sox", "-R", "-V1", wav, "-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1",
                     "-r", str(SAMPLE_RATE), "-"] + effects, job.utt_id, stdout=None)
     samples = np.frombuffer(raw, dtype=np.float32).astype(np.float64)
@@ -271,32 +306,6 @@ def sphere_header(num_samples: int, utt_id: str, sample_min: int, sample_max: in
     return data + b" " * (SPHERE_HEADER_BYTES - len(data))
 
 
-def read_sphere_header(path: PathLike) -> Dict[str, Union[int, str]]:
-    """Parse a NIST_1A header into {field: value}; raises ValueError naming the file if malformed."""
-    with open(path, "rb") as f:
-        head = f.read(SPHERE_HEADER_BYTES)
-    lines = head.decode("ascii", errors="replace").split("\n")
-    if len(head) < 16 or lines[0] != "NIST_1A":
-        raise ValueError(f"{path}: not a NIST_1A SPHERE file")
-    try:
-        header_size = int(lines[1].strip())
-    except (IndexError, ValueError):
-        raise ValueError(f"{path}: bad SPHERE header size line {lines[1:2]}") from None
-    fields: Dict[str, Union[int, str]] = {"header_size": header_size}
-    for line in lines[2:]:
-        line = line.strip()
-        if line == "end_head":
-            return fields
-        if not line:
-            continue
-        parts = line.split(None, 2)
-        if len(parts) != 3:
-            raise ValueError(f"{path}: bad SPHERE header line {line!r}")
-        key, typ, value = parts
-        fields[key] = int(value) if typ == "-i" else value
-    raise ValueError(f"{path}: SPHERE header has no end_head within {SPHERE_HEADER_BYTES} bytes")
-
-
 def audio_complete(path: PathLike, fmt: str) -> bool:
     """True when `path` holds a complete audio file (used to resume an interrupted run)."""
     path = Path(path)
@@ -305,7 +314,7 @@ def audio_complete(path: PathLike, fmt: str) -> bool:
     try:
         if fmt == "sph":
             h = read_sphere_header(path)
-            return path.stat().st_size == int(h["header_size"]) + 2 * int(h["sample_count"]) > 1024
+            return path.stat().st_size == h.expected_size() > h.header_size
         import soundfile
 
         # Decode it all: a truncated FLAC still has a complete STREAMINFO header.
@@ -360,7 +369,7 @@ def run_jobs(jobs: Sequence[UttJob], num_jobs: int = 2, desc: str = "synth") -> 
 def audio_num_samples(path: PathLike, fmt: str) -> int:
     """Number of samples of a finished file (SPHERE header or FLAC info)."""
     if fmt == "sph":
-        return int(read_sphere_header(path)["sample_count"])
+        return read_sphere_header(path).sample_count
     import soundfile
 
     return soundfile.info(str(path)).frames
@@ -384,13 +393,14 @@ class SynthConfig:
     num_speakers_train: int = 0  # 0: default for the layout
     num_speakers_dev: int = 0
     num_speakers_test: int = 0
+    test_group: str = ""  # VOICE_GROUPS group of the test voices ("": <layout>/test; "held-back" to check them)
 
     @classmethod
     def default(cls, layout: str, seed: int = 0, smoke: bool = False, **overrides) -> "SynthConfig":
         """Mini (or --smoke) sizes for `layout`, with any non-None overrides applied."""
         if layout == "librispeech":
             sizes = dict(num_train=20, num_dev=5, num_test=5, num_lm=500) if smoke else \
-                dict(num_train=1500, num_dev=150, num_test=150, num_lm=30000)
+                dict(num_train=3000, num_dev=150, num_test=150, num_lm=30000)
         elif layout == "wsj":
             sizes = dict(num_train=20, num_dev=5, num_test=5, num_lm=500) if smoke else \
                 dict(num_train=600, num_dev=100, num_test=100, num_lm=30000)
@@ -401,12 +411,21 @@ class SynthConfig:
         sizes.update({k: v for k, v in overrides.items() if v is not None})
         return cls(layout=layout, seed=seed, **sizes)
 
+    def voice_group(self, split: str) -> str:
+        """The VOICE_GROUPS group that `split`'s voices come from."""
+        if split == "test" and self.test_group:
+            if self.test_group not in VOICE_GROUPS or self.test_group.endswith("/train"):
+                raise ValueError(f"test_group {self.test_group!r}: not a dev/test/held-back group of VOICE_GROUPS")
+            return self.test_group
+        return f"{self.layout}/{split}"
+
     def speakers(self, split: str) -> int:
         """Number of speakers (voices) of `split`, never more than its utterances."""
         n_utt = {"train": self.num_train, "dev": self.num_dev, "test": self.num_test}[split]
         given = {"train": self.num_speakers_train, "dev": self.num_speakers_dev, "test": self.num_speakers_test}
-        default = {"librispeech": {"train": 30, "dev": 6, "test": 6},
-                   "wsj": {"train": 20, "dev": 6, "test": 6}}[self.layout][split]
+        # Many training voices (each variant about once or twice, with its own accent, rate and pitch).
+        default = {"librispeech": {"train": 100, "dev": 6, "test": 6},
+                   "wsj": {"train": 40, "dev": 6, "test": 6}}[self.layout][split]
         return max(1, min(given[split] or default, n_utt))
 
 
@@ -441,7 +460,7 @@ def plan_librispeech(out: PathLike, cfg: SynthConfig) -> CorpusPlan:
     speakers = []
     for split in ("train", "dev", "test"):
         part = LIBRI_PARTS[split]
-        voices = make_speakers(f"librispeech/{split}", n_spk[split], rng)
+        voices = make_speakers(cfg.voice_group(split), n_spk[split], rng)
         ids = [spk_ids.pop(0) for _ in voices]
         chapters = [(chapter_ids.pop(0), chapter_ids.pop(0)) for _ in voices]
         assign = _assign(counts[split], voices)
@@ -526,7 +545,7 @@ def plan_wsj(out: PathLike, cfg: SynthConfig) -> CorpusPlan:
          ("13-1.1", "13-2.1", "13-3.1"), "wsj1/si_tr_s", "13-34.1/wsj1/trans/wsj1/si_tr_s", "train"),
         ("dev93", make_speakers("wsj/dev", cfg.speakers("dev"), rng), sentences["dev"], ("4k",),
          ("13-16.1",), "wsj1/si_dt_20", "13-34.1/wsj1/trans/wsj1/si_dt_20", "dev"),
-        ("eval92", make_speakers("wsj/test", cfg.speakers("test"), rng), sentences["test"], ("44",),
+        ("eval92", make_speakers(cfg.voice_group("test"), cfg.speakers("test"), rng), sentences["test"], ("44",),
          ("11-14.1",), "wsj0/si_et_20", None, "test"),
     ]
     jobs: List[UttJob] = []

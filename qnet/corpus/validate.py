@@ -7,17 +7,13 @@ file + rename), so a part whose manifests exist is finished.
 """
 
 import logging
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Tuple
 
 from qnet.tokens import LETTERS, NormalizationStats, normalize_text
-from qnet.utils import atomic_write_text
-
-PathLike = Union[str, Path]
+from qnet.utils import PathLike, atomic_output, atomic_write_text
 
 SKIP, FIX, FLAG = "SKIP", "FIX", "FLAG"
 
@@ -65,6 +61,7 @@ class PrepReport:
         self.text_stats = NormalizationStats()
         self.num_kept = 0
         self.kept_seconds = 0.0
+        self.tallies: Counter = Counter()  # things counted inside kept items (e.g. word fragments)
 
     def add(self, event: Event) -> None:
         """Record (and log, up to a limit per reason) one event."""
@@ -93,6 +90,10 @@ class PrepReport:
         for e in events:
             self.add(e)
 
+    def tally(self, what: str, n: int = 1) -> None:
+        """Count something found inside the items (shown in the summary), e.g. word fragments."""
+        self.tallies[what] += n
+
     def num(self, action: str) -> int:
         """Number of events with this action."""
         return sum(n for (a, _), n in self.counts.items() if a == action)
@@ -105,6 +106,8 @@ class PrepReport:
         ]
         for (action, reason), n in sorted(self.counts.items()):
             lines.append(f"  {action:4s} {reason}: {n}")
+        for what, n in sorted(self.tallies.items()):
+            lines.append(f"  {what}: {n}")
         if self.text_stats.transliterated or self.text_stats.dropped:
             lines.append(f"  text normalization: {self.text_stats}")
         return "\n".join(lines)
@@ -193,17 +196,9 @@ def atomic_to_file(manifest, path: PathLike) -> None:
     """Write a lhotse manifest (RecordingSet, SupervisionSet, CutSet) through a temporary file in the
     same folder and a rename, so a killed job never leaves a half-written manifest."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".jsonl.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=f".tmp{suffix}") as tmp:
         manifest.to_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def manifest_paths(out_dir: PathLike, prefix: str, part: str) -> Tuple[Path, Path]:
@@ -237,3 +232,17 @@ def write_part(out_dir: PathLike, prefix: str, part: str, recordings, supervisio
     atomic_to_file(recs, rec_path)
     for line in report.summary().splitlines():
         logging.info(line)
+
+
+def finish_part(out_dir: PathLike, prefix: str, part: str, recordings, supervisions, report: PrepReport,
+                where: str = "") -> Optional[PrepReport]:
+    """`write_part` and return the report; with no supervisions, log why, write only the report and
+    return None (no manifests, so the part is not done). `where` names the source in the message."""
+    if not supervisions:
+        logging.error(f"{prefix}_{part}: no usable utterance{where}; nothing written")
+        for line in report.summary().splitlines():
+            logging.error(line)
+        report.write(Path(out_dir) / f"{prefix}_{part}.report.txt")
+        return None
+    write_part(out_dir, prefix, part, recordings, supervisions, report)
+    return report

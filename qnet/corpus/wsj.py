@@ -1,20 +1,26 @@
 """WSJ (LDC93S6B wsj0 + LDC94S13B wsj1) from the LDC discs -> lhotse manifests, plus LM text.
 
-Accepted layouts (both found automatically under each directory given):
-- LDC discs: folders named like `11-1.1` ... `11-13.1` (wsj0) and `13-1.1` ... `13-34.1` (wsj1), each
-  holding a `wsj0/` or `wsj1/` subfolder; pass their parent folder(s) or the disc folders themselves.
-- Flattened copies: `CORPUS/wsj0/...` and `CORPUS/wsj1/...` (every disc merged), or the `wsj0`/`wsj1`
-  folders themselves.
-File names are matched case-insensitively (disc 13-16.1 is upper case on some copies).
+Accepted layouts (searched up to three folder levels below each folder given):
+- LDC discs: folders named like `11-1.1` ... `11-14.1` ... (wsj0) and `13-1.1` ... `13-34.1` (wsj1), each
+  holding a `wsj0/` or `wsj1/` subfolder; `11_1.1` (wav2letter's copies) and `11_1_1` are the same disc.
+  Pass their parent folder(s) (also one level further up, e.g. `LDC93S6B/` holding `csr_1/11-1.1/...`) or
+  the disc folders themselves.
+- Flattened copies: `CORPUS/wsj0/...` and `CORPUS/wsj1/...` (every disc merged; `CORPUS/WSJ0/wsj0/...`
+  too), or the `wsj0`/`wsj1` folders themselves. Giving the same CORPUS as --wsj0 and --wsj1 is fine.
+File names are matched case-insensitively (disc 13-16.1 is upper case on some copies). A folder where
+nothing of this is found is an error that lists the folders searched.
 
-Sets follow Kaldi's `local/wsj_data_prep.sh`: `train_si84` = `wsj0/doc/indices/train/tr_s_wv1.ndx` (disc
-11-13.1) minus speaker `wsj0/si_tr_s/401`; `train_si284` = that + `wsj1/doc/indices/si_tr_s.ndx` (disc
-13-34.1); `test_dev93` = `wsj1/doc/indices/h1_p0.ndx` (13-34.1); `test_eval92` =
-`wsj0/doc/indices/test/nvp/si_et_20.ndx` (11-13.1, `.wv1` appended). Transcripts come from every
-`*.dot` file (`text (uttid)` lines), normalized like Kaldi's `normalize_transcript.pl` (kept in the
-supervision's custom `kaldi_text`), then filtered like Kaldi's scoring filters and normalized to the
-model's characters with `qnet.tokens.normalize_text` (the supervision's `text`). Audio: see
-`qnet.corpus.sphere` (PCM in place, shorten through sph2pipe).
+Sets follow Kaldi's `local/wsj_data_prep.sh` (`WSJ_SETS`): `train_si84` = `wsj0/doc/indices/train/tr_s_wv1.ndx`
+(index on disc 11-13.1, audio on 11-1.1 ... 11-3.1) minus speaker `wsj0/si_tr_s/401`; `train_si284` = that
++ `wsj1/doc/indices/si_tr_s.ndx` (index on 13-34.1); `test_dev93` = `wsj1/doc/indices/h1_p0.ndx` (index on
+13-34.1, audio on 13-16.1); `test_eval92` = `wsj0/doc/indices/test/nvp/si_et_20.ndx` (index on 11-13.1,
+`.wv1` appended; audio on disc 11-14.1, `wsj0/si_et_20`). Transcripts come from every `*.dot` file
+(`text (uttid)` lines), normalized like Kaldi's `normalize_transcript.pl` (kept in the supervision's custom
+`kaldi_text`), then filtered like Kaldi's scoring filters, word fragments cut to their spoken part
+(`COM(PANY)-` -> `com`; see `spoken_part`, counted in the report), and normalized to the model's
+characters with `qnet.tokens.normalize_text` (the supervision's `text`). Audio: see `qnet.corpus.sphere`
+(PCM in place, shorten through sph2pipe); every set's headers are read before any manifest is written,
+so a missing sph2pipe stops the run with nothing written.
 """
 
 import gzip
@@ -23,40 +29,59 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from qnet.corpus.sphere import SPH2PIPE_HELP, SphereError, find_sph2pipe, read_sphere_header, sphere_audio_source
+from qnet.corpus.sphere import (
+    SPH2PIPE_HELP,
+    SphereError,
+    SphereHeader,
+    find_sph2pipe,
+    is_empty_file,
+    read_sphere_header,
+    sphere_audio_source,
+)
 from qnet.corpus.validate import (
     Event,
     PrepReport,
     check_duration,
     clean_text,
+    finish_part,
     is_train_part,
     part_is_done,
-    write_part,
 )
 from qnet.tokens import NormalizationStats, normalize_text
-from qnet.utils import atomic_write_text
-
-PathLike = Union[str, Path]
+from qnet.utils import PathLike, atomic_output, atomic_write_text
 
 PREFIX = "wsj"
-_DISC_RE = re.compile(r"^(\d+)-(\d+)\.(\d+)$")
+# LDC disc folders: 11-1.1 (Kaldi's glob), 11_1.1 (wav2letter's copies) or 11_1_1 (the .ndx disc ids)
+_DISC_RE = re.compile(r"^(\d+)[-_](\d+)[._](\d+)$")
 _NDX_RE = re.compile(r"^\s*(\d+)_(\d+)_(\d+)\s*:\s*/?(\S+)")
 _DOT_RE = re.compile(r"^(.*)\(([^()\s]+)\)\s*$")
+_FLAT_NAMES = ("wsj0", "wsj1")
+# How deep below a given folder discs or wsj0/wsj1 copies are looked for (LDC93S6B/csr_1/11-1.1 is 2).
+_MAX_SEARCH_DEPTH = 3
 
-# (disc, index path inside the disc) per set; see the module docstring.
-_SI84 = [("11-13.1", "wsj0/doc/indices/train/tr_s_wv1.ndx")]
-WSJ_SETS: Dict[str, List[Tuple[str, str]]] = {
-    "train_si84": _SI84,
-    "train_si284": _SI84 + [("13-34.1", "wsj1/doc/indices/si_tr_s.ndx")],
-    "test_dev93": [("13-34.1", "wsj1/doc/indices/h1_p0.ndx")],
-    "test_eval92": [("11-13.1", "wsj0/doc/indices/test/nvp/si_et_20.ndx")],
+
+@dataclass(frozen=True)
+class WsjSet:
+    """A set's .ndx lists as (disc, path inside the disc), and where its audio is, for messages."""
+
+    indices: Tuple[Tuple[str, str], ...]
+    audio: str
+
+
+# Kaldi's lists; the index files all sit on 11-13.1 and 13-34.1, the audio on other discs.
+_SI84 = (("11-13.1", "wsj0/doc/indices/train/tr_s_wv1.ndx"),)
+WSJ_SETS: Dict[str, WsjSet] = {
+    "train_si84": WsjSet(_SI84, "discs 11-1.1, 11-2.1, 11-3.1 (wsj0/si_tr_s)"),
+    "train_si284": WsjSet(_SI84 + (("13-34.1", "wsj1/doc/indices/si_tr_s.ndx"),),
+                          "discs 11-1.1, 11-2.1, 11-3.1 (wsj0/si_tr_s) and the 13-*.1 discs (wsj1/si_tr_s)"),
+    "test_dev93": WsjSet((("13-34.1", "wsj1/doc/indices/h1_p0.ndx"),), "disc 13-16.1 (wsj1/si_dt_20)"),
+    "test_eval92": WsjSet((("11-13.1", "wsj0/doc/indices/test/nvp/si_et_20.ndx"),), "disc 11-14.1 (wsj0/si_et_20)"),
 }
 DEFAULT_SETS = ("train_si284", "test_dev93", "test_eval92")
 # Kaldi drops this wsj0 speaker from the SI-84 list (grep -v 11-2.1/wsj0/si_tr_s/401).
@@ -108,15 +133,32 @@ def normalize_wsj_transcript(text: str, noise_word: str = "<NOISE>") -> str:
     return " ".join(out)
 
 
+# A word fragment: the unspoken letters in parentheses and a hyphen where the word was cut off,
+# `COM(PANY)-` (spoken "com") or `-(IN)COME` (spoken "come").
+_FRAGMENT = re.compile(r"\([^()]*\)")
+
+
+def spoken_part(word: str) -> str:
+    """The spoken part of a word fragment (`COM(PANY)-` -> `COM`); other words are returned as they are.
+
+    The choice: the model is trained on what it hears, so a fragment keeps its spoken letters, as in
+    the WSJ transcription conventions. Kaldi's normalize_transcript.pl leaves `COM(PANY)-` whole (an OOV
+    that its lexicon maps to <UNK>, i.e. SPN); kept that way in the supervision's `kaldi_text`."""
+    if not _FRAGMENT.search(word):
+        return word
+    return _FRAGMENT.sub("", word).strip("-")
+
+
 def wsj_text_for_model(kaldi_text: str) -> str:
-    """Apply Kaldi's WSJ scoring filters (drop <NOISE>/<SPOKEN_NOISE>/<UNK>, ':' and '*') and strip
-    the quote that starts verbalized-punctuation words ('SINGLE-QUOTE -> SINGLE-QUOTE); the result
-    still goes through qnet.tokens.normalize_text."""
+    """Apply Kaldi's WSJ scoring filters (drop <NOISE>/<SPOKEN_NOISE>/<UNK>, ':' and '*'), keep only the
+    spoken part of word fragments (see `spoken_part`) and strip the quote that starts
+    verbalized-punctuation words ('SINGLE-QUOTE -> SINGLE-QUOTE); the result still goes through
+    qnet.tokens.normalize_text."""
     words = []
     for w in kaldi_text.split():
         if w in _NONSPEECH:
             continue
-        w = w.replace(":", "").replace("*", "")
+        w = spoken_part(w).replace(":", "").replace("*", "")
         if w.startswith("'") and "QUOTE" in w:
             w = w[1:]
         if w:
@@ -136,10 +178,49 @@ class WsjCorpus:
         # flattened roots: {lower-case path starting with wsj0/ or wsj1/: real path}
         self.flat: List[Dict[str, Path]] = []
         self._dir_cache: Dict[int, set] = {}
+        self._seen: set = set()
         for d in dirs:
-            self._add(Path(d))
-        if not self.discs and not self.flat:
-            raise WsjLayoutError(f"no WSJ disc (11-*.*, 13-*.*) or wsj0/wsj1 folder found under: {' '.join(map(str, dirs))}")
+            d = Path(d)
+            if not d.is_dir():
+                raise WsjLayoutError(f"{d}: no such directory")
+            searched: List[Path] = []
+            if not self._search(d, 0, searched):
+                raise WsjLayoutError(
+                    f"{d}: no WSJ disc folder (11-1.1, 13-34.1, or 11_1.1 ...) or wsj0/wsj1 copy found; "
+                    f"folders searched ({_MAX_SEARCH_DEPTH} levels deep): {' '.join(map(str, searched))}"
+                )
+
+    def _search(self, d: Path, depth: int, searched: List[Path]) -> bool:
+        """Add the discs and flattened copies at or below `d`; False when there is none."""
+        real = d.resolve()
+        if real in self._seen:  # the same folder given twice (--wsj0 CORPUS --wsj1 CORPUS)
+            return True
+        searched.append(d)
+        m = _DISC_RE.match(d.name)
+        if m:
+            self._seen.add(real)
+            name = disc_name(*m.groups())
+            self.discs[name] = self._walk(d)
+            logging.info(f"WSJ disc {name} ({d}): {len(self.discs[name])} files")
+            return True
+        children = _subdirs(d)
+        # a folder named wsj0 may hold the discs (the recipe's --wsj0) or be a flattened copy
+        if d.name.lower() in _FLAT_NAMES and not any(_DISC_RE.match(c.name) for c in children):
+            self._seen.add(real)
+            # every disc merged into one folder keeps the discs' own wsj0/ (or wsj1/) level: WSJ0/wsj0/...
+            inner = [c for c in children if c.name.lower() == d.name.lower()]
+            root = inner[0] if inner else d
+            self.flat.append(self._walk(root, d.name.lower() + "/"))
+            logging.info(f"WSJ flattened copy {root}: {len(self.flat[-1])} files")
+            return True
+        if depth >= _MAX_SEARCH_DEPTH:
+            return False
+        found = False
+        for c in children:
+            found = self._search(c, depth + 1, searched) or found
+        if found:
+            self._seen.add(real)
+        return found
 
     @staticmethod
     def _walk(root: Path, prefix: str = "") -> Dict[str, Path]:
@@ -150,28 +231,6 @@ class WsjCorpus:
             for f in files:
                 index[(prefix + rel_dir + f).lower()] = Path(dirpath) / f
         return index
-
-    def _add(self, d: Path) -> None:
-        if not d.is_dir():
-            raise WsjLayoutError(f"{d}: no such directory")
-        if _DISC_RE.match(d.name):
-            self.discs[d.name.lower()] = self._walk(d)
-            logging.info(f"WSJ disc {d.name}: {len(self.discs[d.name.lower()])} files")
-            return
-        children = [c for c in d.iterdir() if c.is_dir()]
-        discs = [c for c in children if _DISC_RE.match(c.name)]
-        flats = [c for c in children if c.name.lower() in ("wsj0", "wsj1")]
-        for c in sorted(discs):
-            self._add(c)
-        for c in sorted(flats):
-            self.flat.append(self._walk(c, c.name.lower() + "/"))
-            logging.info(f"WSJ flattened copy {c}: {len(self.flat[-1])} files")
-        if not discs and not flats:
-            if d.name.lower() in ("wsj0", "wsj1"):
-                self.flat.append(self._walk(d, d.name.lower() + "/"))
-                logging.info(f"WSJ flattened copy {d}: {len(self.flat[-1])} files")
-            else:
-                raise WsjLayoutError(f"{d}: neither an LDC disc folder (like 11-1.1) nor a folder holding discs or wsj0/wsj1")
 
     def _indexes(self, disc: Optional[str]) -> Iterator[Dict[str, Path]]:
         if disc is not None and disc.lower() in self.discs:
@@ -213,8 +272,16 @@ class WsjCorpus:
         return sorted(out)
 
 
+def _subdirs(d: Path) -> List[Path]:
+    """Sub-folders of `d`, sorted; an unreadable folder has none."""
+    try:
+        return sorted(c for c in d.iterdir() if c.is_dir())
+    except OSError:
+        return []
+
+
 def disc_name(a: str, b: str, c: str) -> str:
-    """The disc folder of an .ndx disc id: 11_1_1 -> 11-1.1."""
+    """The canonical disc name of an .ndx disc id or a disc folder: 11_1_1, 11_1.1 -> 11-1.1."""
     return f"{int(a)}-{int(b)}.{int(c)}"
 
 
@@ -292,7 +359,7 @@ def set_entries(corpus: WsjCorpus, name: str, report: PrepReport) -> List[NdxEnt
     """The utterances of a set from its .ndx lists, 401 filter applied to training sets."""
     entries: List[NdxEntry] = []
     seen = set()
-    for disc, rel in WSJ_SETS[name]:
+    for disc, rel in WSJ_SETS[name].indices:
         ndx = corpus.resolve(disc, rel)
         if ndx is None:
             report.skip(f"{disc}/{rel}", "missing-index", f"index file not found (disc {disc} missing?); its utterances are left out")
@@ -311,31 +378,27 @@ def set_entries(corpus: WsjCorpus, name: str, report: PrepReport) -> List[NdxEnt
     return entries
 
 
-def prepare_set(
-    corpus: WsjCorpus,
-    name: str,
-    out_dir: PathLike,
-    transcripts: Tuple[Dict[str, str], Dict[str, str]],
-    max_duration: float = 16.7,
-    sampling_rate: int = 16000,
-    sph2pipe: Optional[str] = None,
-) -> Optional[PrepReport]:
-    """Build and write one set's manifests; None when nothing usable was found (nothing written).
-    Raises SphereError (before writing anything) when shorten audio appears and sph2pipe is missing."""
-    from lhotse import Recording, SupervisionSegment
+@dataclass
+class ScannedSet:
+    """A set whose utterances were found and whose SPHERE headers were read, before anything is written."""
 
-    texts, bad_texts = transcripts
+    name: str
+    report: PrepReport
+    candidates: List[Tuple[NdxEntry, Path, SphereHeader]]
+    missing_discs: Dict[str, int]  # disc -> utterances left out because its folder was not given
+
+
+def scan_set(corpus: WsjCorpus, name: str, bad_texts: Dict[str, str], texts: Dict[str, str]) -> ScannedSet:
+    """Find a set's audio and transcripts and read every header; bad items go to the report."""
     report = PrepReport(f"{PREFIX}_{name}")
-    entries = set_entries(corpus, name, report)
-    events: List[Event] = []
-    stats = NormalizationStats()
-    drop_long = is_train_part(name)
     candidates = []
-    for e in tqdm(entries, desc=f"{name}: headers", unit="utt"):
+    missing_discs: Dict[str, int] = {}
+    for e in tqdm(set_entries(corpus, name, report), desc=f"{name}: headers", unit="utt"):
         path = corpus.resolve(e.disc, e.rel_path)
         if path is None:
             parent = os.path.dirname(e.rel_path)
             if e.disc.lower() not in corpus.discs and not corpus.has_dir(e.disc, parent):
+                missing_discs[e.disc] = missing_discs.get(e.disc, 0) + 1
                 report.skip(e.utt_id, "missing-dir", f"{e.source}: disc {e.disc} (folder {parent}) not found")
             elif not corpus.has_dir(e.disc, parent):
                 report.skip(e.utt_id, "missing-dir", f"{e.source}: folder {e.disc}/{parent} not found")
@@ -351,7 +414,7 @@ def prepare_set(
         try:
             header = read_sphere_header(path)
         except SphereError as exc:
-            report.skip(e.utt_id, "bad-audio", str(exc))
+            report.skip(e.utt_id, "empty-audio" if is_empty_file(path) else "bad-audio", str(exc))
             continue
         if header.sample_count <= 0 or os.path.getsize(path) <= header.header_size:
             report.skip(e.utt_id, "empty-audio", f"{path}: zero-length audio (sample_count {header.sample_count})")
@@ -366,14 +429,46 @@ def prepare_set(
             report.skip(e.utt_id, "not-mono", f"{path} has {header.channel_count} channels, expected 1")
             continue
         candidates.append((e, path, header))
-    if any(h.is_compressed for _, _, h in candidates) and sph2pipe is None:
-        n = sum(h.is_compressed for _, _, h in candidates)
-        raise SphereError(f"{name}: {n} of {len(candidates)} files are compressed SPHERE; {SPH2PIPE_HELP}")
+    return ScannedSet(name, report, candidates, missing_discs)
 
+
+def check_sph2pipe(scanned: Sequence[ScannedSet], sph2pipe: Optional[str]) -> None:
+    """Raise SphereError naming the first compressed file when any set needs sph2pipe and it is missing."""
+    if sph2pipe is not None:
+        return
+    compressed = [(s.name, path) for s in scanned for _, path, h in s.candidates if h.is_compressed]
+    if compressed:
+        first_set, first = compressed[0]
+        total = sum(len(s.candidates) for s in scanned)
+        raise SphereError(f"{first} ({first_set}) is shorten-compressed SPHERE, as are {len(compressed)} of the {total} "
+                          f"files of {' '.join(s.name for s in scanned)} in all; nothing was written. {SPH2PIPE_HELP}")
+
+
+def write_set(
+    scanned: ScannedSet,
+    out_dir: PathLike,
+    texts: Dict[str, str],
+    max_duration: float = 16.7,
+    sampling_rate: int = 16000,
+    sph2pipe: Optional[str] = None,
+) -> Optional[PrepReport]:
+    """Normalize the transcripts of a scanned set and write its manifests; None when nothing usable
+    was found (only the report is written)."""
+    from lhotse import Recording, SupervisionSegment
+
+    name, report = scanned.name, scanned.report
+    events: List[Event] = []
+    stats = NormalizationStats()
+    drop_long = is_train_part(name)
     recordings, supervisions = [], []
-    for e, path, header in candidates:
+    for e, path, header in scanned.candidates:
         kaldi_text = normalize_wsj_transcript(texts[e.utt_id])
+        fragments = [w for w in kaldi_text.split() if _FRAGMENT.search(w)]
         model_text = wsj_text_for_model(kaldi_text)
+        if fragments:
+            events.append(Event("FIX", e.utt_id, "word-fragment", f"{len(fragments)} fragments, spoken part kept: "
+                                + ", ".join(f"{w} -> {spoken_part(w) or '(nothing)'}" for w in fragments)))
+            report.tally("word fragments", len(fragments))
         if not model_text:
             events.append(Event("SKIP", e.utt_id, "empty-text", f"no words left after normalization of {texts[e.utt_id]!r}"))
             continue
@@ -399,14 +494,11 @@ def prepare_set(
         )
     report.extend(events)
     report.text_stats.add(stats)
-    if not supervisions:
-        logging.error(f"{PREFIX}_{name}: no usable utterance; nothing written")
-        for line in report.summary().splitlines():
-            logging.error(line)
-        report.write(Path(out_dir) / f"{PREFIX}_{name}.report.txt")
-        return None
-    write_part(out_dir, PREFIX, name, recordings, supervisions, report)
-    return report
+    log = logging.warning if supervisions else logging.error
+    for disc, n in sorted(scanned.missing_discs.items()):
+        log(f"{name}: its audio disc {disc} was not found in the given folders ({n} utterances left out; "
+            f"{name} is on {WSJ_SETS[name].audio})")
+    return finish_part(out_dir, PREFIX, name, recordings, supervisions, report)
 
 
 # ----------------------------------------------------------------------------- LM text and ARPAs
@@ -444,31 +536,43 @@ def extract_lm_text(corpus: WsjCorpus, out_path: PathLike) -> Optional[Path]:
         return None
     stats = NormalizationStats()
     n_lines = n_words = n_bad = 0
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for p in tqdm(files, desc="WSJ LM text", unit="file"):
-                try:
-                    for raw in _decompress_lines(p):
-                        if b"<" in raw:
-                            continue  # SGML-style markup lines (<art.>, <p>, <s>) as ESPnet drops them
-                        text, st = normalize_text(raw.decode("utf-8", "replace"))
-                        stats.add(st)
-                        if text:
-                            out.write(text + "\n")
-                            n_lines += 1
-                            n_words += text.count(" ") + 1
-                except RuntimeError as exc:
-                    n_bad += 1
-                    logging.warning(f"SKIP {p}: bad-lm-file: {exc}")
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(out_path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for p in tqdm(files, desc="WSJ LM text", unit="file"):
+            try:
+                for raw in _decompress_lines(p):
+                    if b"<" in raw:
+                        continue  # SGML-style markup lines (<art.>, <p>, <s>) as ESPnet drops them
+                    text, st = normalize_text(raw.decode("utf-8", "replace"))
+                    stats.add(st)
+                    if text:
+                        out.write(text + "\n")
+                        n_lines += 1
+                        n_words += text.count(" ") + 1
+            except RuntimeError as exc:
+                n_bad += 1
+                logging.warning(f"SKIP {p}: bad-lm-file: {exc}")
     logging.info(f"{out_path}: {n_lines} sentences, {n_words} words from {len(files) - n_bad} files "
                  f"({n_bad} unreadable); {stats}")
     return out_path
+
+
+class _NotAnArpa(Exception):
+    """An LDC base_lm file without a \\data\\ line."""
+
+
+def _write_arpa_from_data_section(src: Path, dst: Path) -> bool:
+    """gzip `src` (compress'd ARPA) into `dst` from its `\\data\\` line on, words lower-cased;
+    False when there is no such line."""
+    seen_data = False
+    with gzip.open(dst, "wt", encoding="utf-8") as out:
+        for raw in _decompress_lines(src):
+            line = raw.decode("latin-1")
+            if not seen_data:
+                if line.strip() != "\\data\\":
+                    continue
+                seen_data = True
+            out.write(line.lower())
+    return seen_data
 
 
 def extract_ldc_arpas(corpus: WsjCorpus, out_dir: PathLike) -> List[Path]:
@@ -482,33 +586,16 @@ def extract_ldc_arpas(corpus: WsjCorpus, out_dir: PathLike) -> List[Path]:
         if dst.is_file():
             written.append(dst)
             continue
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{dst.name}.", suffix=".tmp")
-        os.close(fd)
         try:
-            seen_data = False
-            with gzip.open(tmp, "wt", encoding="utf-8") as out:
-                for raw in _decompress_lines(p):
-                    line = raw.decode("latin-1")
-                    if not seen_data:
-                        if line.strip() != "\\data\\":
-                            continue
-                        seen_data = True
-                    out.write(line.lower())
-            if not seen_data:
-                logging.warning(f"SKIP {p}: no \\data\\ section, not an ARPA file")
-                os.unlink(tmp)
-                continue
-            os.replace(tmp, dst)
+            with atomic_output(dst) as tmp:
+                if not _write_arpa_from_data_section(p, tmp):
+                    raise _NotAnArpa()
+        except _NotAnArpa:
+            logging.warning(f"SKIP {p}: no \\data\\ section, not an ARPA file")
+            continue
         except RuntimeError as exc:  # gzip -dc failed: a damaged file, not a reason to stop
             logging.warning(f"SKIP {p}: bad-lm-file: {exc}")
-            if os.path.exists(tmp):
-                os.unlink(tmp)
             continue
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         written.append(dst)
         logging.info(f"LDC ARPA {p} -> {dst}: {BASE_LM_NOTES.get(stem, 'see the WSJ LM docs')}")
     return written
@@ -550,9 +637,13 @@ def prepare_wsj(
                 atomic_report.skip(msg.split(":", 1)[0], "bad-dot-line", msg)
             atomic_report.write(out_dir / f"{PREFIX}_transcripts.report.txt")
         logging.info(f"{len(texts)} transcripts in .dot files ({len(problems)} problem lines)")
-        for s in todo:
-            rep = prepare_set(corpus, s, out_dir, (texts, bad_texts), max_duration, sampling_rate, sph2pipe)
-            status[s] = "done" if rep is not None else "empty"
+        # every set's headers are read before anything is written, so a missing sph2pipe stops the
+        # run before the first manifest, whichever set holds the compressed files
+        scanned = [scan_set(corpus, s, bad_texts, texts) for s in todo]
+        check_sph2pipe(scanned, sph2pipe)
+        for sc in scanned:
+            rep = write_set(sc, out_dir, texts, max_duration, sampling_rate, sph2pipe)
+            status[sc.name] = "done" if rep is not None else "empty"
     if need_lm:
         extract_lm_text(corpus, lm_path)
     if need_arpa:

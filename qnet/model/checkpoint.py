@@ -8,15 +8,15 @@ Training checkpoints add optimizer/scheduler/... keys; `load_model` ignores them
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
 import torch
 
 from qnet.model.configs import QuartzNetConfig
 from qnet.model.quartznet import QuartzNet
 from qnet.tokens import TokenTable
+from qnet.utils import PathLike
 
-PathLike = Union[str, Path]
 QNET_FORMAT = 1
 _RESERVED = ("qnet_format", "model_config", "tokens", "model")
 

@@ -19,9 +19,22 @@ and so takes oneDNN's fast paths and keeps that layout; BatchNorm uses the same 
 convs are rewritten as undilated ones over the interleaved phases (oneDNN has no fast dilated depthwise
 kernel), and in eager training the depthwise weight gradient is computed as a depthwise correlation
 (`depthwise_weight_grad`). bench/bench_model_cpu_profile.py measures this against an older copy.
+
+Device-aware code. Those rewrites were measured faster on CPU only, so each is a switch (`REWRITES`),
+decided per forward from the input's device: `QuartzNet.set_impl("auto")` (the default) uses all of
+them on CPU tensors and plain Conv1d / BatchNorm1d (cuDNN) elsewhere; "plain" and "cpu" force one
+side everywhere, and e.g. "conv2d+bn2d" uses just those rewrites on every device (for benchmarks:
+bench/bench_train_cuda.py times each path on a GPU). Every path computes the same numbers
+(tests/test_model.py compares outputs and gradients; tests/test_amp.py runs them under autocast).
+
+Mixed precision. Under torch.autocast the built-in convs cast their inputs themselves; the custom
+depthwise autograd Function is given inputs already cast to the autocast dtype and runs with autocast
+off, so its forward and backward see one dtype (the casts carry the gradients back to the fp32
+parameters, as autocast's own casts do). The decoder's logits and log-probabilities are fp32.
 """
 
-from typing import List, Optional, Tuple
+from enum import Enum
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +68,67 @@ def conv_output_lengths(lens: torch.Tensor, kernel: int, stride: int, dilation: 
     if stride == 1 and 2 * padding == dilation * (kernel - 1):
         return lens
     return torch.div(lens + 2 * padding - dilation * (kernel - 1) - 1, stride, rounding_mode="floor") + 1
+
+
+class Rewrite(Enum):
+    """The CPU rewrites, as bits of a module's `cpu_rewrites` / `other_rewrites` (see `parse_impl`)."""
+
+    CONV2D = 1  # convs as conv2d on the (B, C, 1, T) view, which keeps frame-major memory channels-last
+    DW_WEIGHT_GRAD = 2  # eager training: depthwise weight gradient as a depthwise correlation (own autograd)
+    DILATION_PHASES = 4  # dilated depthwise convs as undilated ones over the interleaved phases
+    BN_2D = 8  # BatchNorm on the (B, C, 1, T) view
+
+
+REWRITES: Dict[str, Rewrite] = {
+    "conv2d": Rewrite.CONV2D, "dw-weight-grad": Rewrite.DW_WEIGHT_GRAD,
+    "dilation-phases": Rewrite.DILATION_PHASES, "bn2d": Rewrite.BN_2D,
+}
+ALL_REWRITES = sum(r.value for r in Rewrite)
+IMPLS = ("auto", "plain", "cpu")
+
+
+def parse_impl(impl: str) -> Tuple[int, int]:
+    """(rewrites used on CPU tensors, rewrites used on other devices) for an implementation choice.
+
+    "auto": every rewrite on CPU, none elsewhere (they were measured faster on CPU only); "plain": none;
+    "cpu": every rewrite on every device; names from `REWRITES` joined by "+": those on every device.
+    """
+    if impl == "auto":
+        return ALL_REWRITES, 0
+    if impl == "plain":
+        return 0, 0
+    if impl == "cpu":
+        return ALL_REWRITES, ALL_REWRITES
+    bits = 0
+    for name in impl.split("+"):
+        if name not in REWRITES:
+            raise ValueError(
+                f"unknown model implementation {impl!r}: expected one of {IMPLS} or rewrites from "
+                f"{sorted(REWRITES)} joined by '+'"
+            )
+        bits |= REWRITES[name].value
+    return bits, bits
+
+
+def uses(rewrites: int, rewrite: Rewrite) -> bool:
+    """Whether the rewrite bits `rewrites` include `rewrite`."""
+    return rewrites & rewrite.value != 0
+
+
+def active_rewrites(x: torch.Tensor, on_cpu: int, elsewhere: int) -> int:
+    """The rewrite bits that apply to tensor x: `on_cpu` for a CPU tensor, else `elsewhere`."""
+    return on_cpu if x.device.type == "cpu" else elsewhere
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast gives convs on `device_type` ("cuda", "cpu") here and now; None when it is off."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    if device_type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return None
 
 
 class FeatureNormalization(nn.Module):
@@ -148,31 +222,54 @@ class _DepthwiseConvFunction(torch.autograd.Function):
 
 @torch.jit.unused
 def _depthwise_conv_autograd(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int):
-    """Eager-only: `_DepthwiseConvFunction` (TorchScript cannot compile autograd Functions)."""
-    return _DepthwiseConvFunction.apply(x, weight, stride, padding, dilation)
+    """Eager-only: `_DepthwiseConvFunction` (TorchScript cannot compile autograd Functions).
+
+    Under autocast the Function gets x and weight cast to the autocast dtype and runs with autocast off:
+    otherwise autocast would cast only its forward conv, and the backward would mix the fp32 tensors it
+    saved with a half-precision gradient.
+    """
+    dtype = autocast_dtype(x.device.type)
+    if dtype is None:
+        return _DepthwiseConvFunction.apply(x, weight, stride, padding, dilation)
+    with torch.autocast(x.device.type, enabled=False):
+        return _DepthwiseConvFunction.apply(x.to(dtype), weight.to(dtype), stride, padding, dilation)
 
 
-def _depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
-    """Depthwise `conv_over_time`; when the weight needs a gradient (eager), with the faster weight gradient."""
+def time_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, padding: int, dilation: int,
+    groups: int, rewrites: int,
+) -> torch.Tensor:
+    """Conv1d of x (B, C_in, T) -> (B, C_out, T'): `conv_over_time` with the CONV2D rewrite, else F.conv1d."""
+    if uses(rewrites, Rewrite.CONV2D):
+        return conv_over_time(x, weight, bias, stride, padding, dilation, groups)
+    return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _depthwise_conv(
+    x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int, rewrites: int
+) -> torch.Tensor:
+    """Depthwise `time_conv`; with the DW_WEIGHT_GRAD rewrite and a weight that needs a gradient (eager),
+    with the faster weight gradient."""
     if not torch.jit.is_scripting():
-        if torch.is_grad_enabled() and weight.requires_grad:
+        if uses(rewrites, Rewrite.DW_WEIGHT_GRAD) and torch.is_grad_enabled() and weight.requires_grad:
             return _depthwise_conv_autograd(x, weight, stride, padding, dilation)
-    return conv_over_time(x, weight, None, stride, padding, dilation, x.size(1))
+    return time_conv(x, weight, None, stride, padding, dilation, x.size(1), rewrites)
 
 
 def depthwise_conv_over_time(
-    x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int
+    x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int, rewrites: int = ALL_REWRITES
 ) -> torch.Tensor:
-    """Depthwise conv1d of x (B, C, T) with a (C, 1, K) weight -> (B, C, T'), as `conv_over_time`.
+    """Depthwise conv1d of x (B, C, T) with a (C, 1, K) weight -> (B, C, T'), with the given rewrites.
 
     oneDNN's fast depthwise kernels do not cover dilation (a dilated depthwise conv is ~10x slower than an
-    undilated one here, its backward ~30x), so a dilation-D conv with stride 1 and padding divisible by D
-    runs as an undilated one: frame t = s * D + r only sees frames of phase r, so the D phases of the
-    zero-padded (B, T, C) memory, viewed as (B, T / D, D * C), are D * C independent channels, each
-    convolved with the undilated kernel (padding / D). Same numbers as the dilated conv.
+    undilated one here, its backward ~30x), so with the DILATION_PHASES rewrite a dilation-D conv with
+    stride 1 and padding divisible by D runs as an undilated one: frame t = s * D + r only sees frames of
+    phase r, so the D phases of the zero-padded (B, T, C) memory, viewed as (B, T / D, D * C), are D * C
+    independent channels, each convolved with the undilated kernel (padding / D). Same numbers as the
+    dilated conv.
     """
-    if dilation == 1 or stride != 1 or padding % dilation != 0:
-        return _depthwise_conv(x, weight, stride, padding, dilation)
+    if not uses(rewrites, Rewrite.DILATION_PHASES) or dilation == 1 or stride != 1 or padding % dilation != 0:
+        return _depthwise_conv(x, weight, stride, padding, dilation, rewrites)
     batch, channels, frames = x.shape
     phase_frames = (frames + dilation - 1) // dilation
     x_btc = x.transpose(1, 2)
@@ -180,18 +277,23 @@ def depthwise_conv_over_time(
     # empty, so that a traced model (export) stays right for frame counts of the other parity.
     x_btc = F.pad(x_btc, (0, 0, 0, phase_frames * dilation - frames))
     phases = x_btc.reshape(batch, phase_frames, dilation * channels).transpose(1, 2)  # (B, D * C, T / D)
-    y = _depthwise_conv(phases, weight.repeat(dilation, 1, 1), 1, padding // dilation, 1)
+    y = _depthwise_conv(phases, weight.repeat(dilation, 1, 1), 1, padding // dilation, 1, rewrites)
     y = y.transpose(1, 2).reshape(batch, phase_frames * dilation, channels)  # (B, T_padded, C)
     return y[:, :frames].transpose(1, 2)
 
 
 class TimeBatchNorm(nn.BatchNorm1d):
-    """nn.BatchNorm1d over (B, C, T) computed on the (B, C, 1, T) view (same parameters, buffers, numbers).
+    """nn.BatchNorm1d over (B, C, T); with the BN_2D rewrite computed on the (B, C, 1, T) view (same
+    parameters, buffers, numbers).
 
     For frame-major x ((B, T, C) memory) the 4-D view is channels-last, which has fast CPU kernels and keeps
-    the layout; BatchNorm1d on the strided 3-D tensor is ~3x slower and returns (B, C, T) memory.
+    the layout; BatchNorm1d on the strided 3-D tensor is ~3x slower there and returns (B, C, T) memory.
     Input (B, C, T); output (B, C, T).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cpu_rewrites, self.other_rewrites = parse_impl("auto")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3:
@@ -203,11 +305,12 @@ class TimeBatchNorm(nn.BatchNorm1d):
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
+        view_2d = uses(active_rewrites(x, self.cpu_rewrites, self.other_rewrites), Rewrite.BN_2D)
         y = F.batch_norm(
-            x.unsqueeze(2), self.running_mean if track else None, self.running_var if track else None,
-            self.weight, self.bias, use_batch_stats, momentum, self.eps,
+            x.unsqueeze(2) if view_2d else x, self.running_mean if track else None,
+            self.running_var if track else None, self.weight, self.bias, use_batch_stats, momentum, self.eps,
         )
-        return y.squeeze(2)
+        return y.squeeze(2) if view_2d else y
 
 
 class ConvBN(nn.Module):
@@ -239,15 +342,17 @@ class ConvBN(nn.Module):
                 dilation=spec.dilation, bias=False,
             )
         self.norm = TimeBatchNorm(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.cpu_rewrites, self.other_rewrites = parse_impl("auto")
         # Whether `conv` mixes frames; whether the sub-block changes the number of frames.
         self.conv_mixes_frames = self.depthwise is None and spec.kernel > 1
         self.changes_length = not (spec.stride == 1 and 2 * pad == spec.dilation * (spec.kernel - 1))
 
     def forward(self, x: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        rewrites = active_rewrites(x, self.cpu_rewrites, self.other_rewrites)
         if self.depthwise is not None:
-            x = depthwise_conv_over_time(x, self.depthwise.weight, self.stride, self.padding, self.dilation)
+            x = depthwise_conv_over_time(x, self.depthwise.weight, self.stride, self.padding, self.dilation, rewrites)
             lens = conv_output_lengths(lens, self.kernel, self.stride, self.dilation, self.padding)
-            x = conv_over_time(x, self.conv.weight, self.conv.bias, 1, 0, 1, 1)
+            x = time_conv(x, self.conv.weight, self.conv.bias, 1, 0, 1, 1, rewrites)
             if self.training and self.kernel > 1:
                 # NeMo masks the pointwise conv's input, so BatchNorm's batch statistics see zeros on the
                 # padded frames; a 1x1 conv without bias commutes with the mask, so its output is masked
@@ -256,7 +361,7 @@ class ConvBN(nn.Module):
         else:
             # The input is already zero on padded frames, which is all NeMo's mask-before-conv does.
             lens = conv_output_lengths(lens, self.kernel, self.stride, self.dilation, self.padding)
-            x = conv_over_time(x, self.conv.weight, self.conv.bias, self.stride, self.padding, self.dilation, 1)
+            x = time_conv(x, self.conv.weight, self.conv.bias, self.stride, self.padding, self.dilation, 1, rewrites)
         return self.norm(x), lens
 
 
@@ -270,9 +375,11 @@ class ResidualProjection(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(in_channels, out_channels, 1, bias=False)
         self.norm = TimeBatchNorm(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.cpu_rewrites, self.other_rewrites = parse_impl("auto")
 
     def forward(self, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        return self.norm(conv_over_time(x, self.conv.weight, self.conv.bias, 1, 0, 1, 1))
+        rewrites = active_rewrites(x, self.cpu_rewrites, self.other_rewrites)
+        return self.norm(time_conv(x, self.conv.weight, self.conv.bias, 1, 0, 1, 1, rewrites))
 
 
 class QuartzNetBlock(nn.Module):
@@ -349,16 +456,32 @@ class QuartzNetEncoder(nn.Module):
 class CTCDecoder(nn.Module):
     """C4: 1x1 conv with bias to the token logits, then log-softmax (NeMo ConvASRDecoder).
 
-    Input (B, C, T'); output log-probs (B, T', V).
+    Input (B, C, T'); output log-probs (B, T', V). A half-precision input (autocast) gets its logits
+    computed in fp32: the conv is small, and bf16 logits (8-bit mantissa) slowed CTC training down
+    (bench/bench_amp_convergence.py; see bench/README.md).
     """
 
     def __init__(self, in_channels: int, num_tokens: int):
         super().__init__()
         self.conv = nn.Conv1d(in_channels, num_tokens, 1, bias=True)
+        self.cpu_rewrites, self.other_rewrites = parse_impl("auto")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = conv_over_time(x, self.conv.weight, self.conv.bias, 1, 0, 1, 1)
+        rewrites = active_rewrites(x, self.cpu_rewrites, self.other_rewrites)
+        if not torch.jit.is_scripting() and x.dtype != torch.float32:
+            logits = self._fp32_logits(x, rewrites)
+        else:
+            logits = time_conv(x, self.conv.weight, self.conv.bias, 1, 0, 1, 1, rewrites)
+        if logits.dtype != torch.float32:
+            logits = logits.float()
         return F.log_softmax(logits.transpose(1, 2), dim=-1)
+
+    @torch.jit.unused
+    def _fp32_logits(self, x: torch.Tensor, rewrites: int) -> torch.Tensor:
+        """Logits of a half-precision x, computed in fp32 outside autocast."""
+        bias = None if self.conv.bias is None else self.conv.bias.float()
+        with torch.autocast(x.device.type, enabled=False):
+            return time_conv(x.float(), self.conv.weight.float(), bias, 1, 0, 1, 1, rewrites)
 
 
 class QuartzNet(nn.Module):
@@ -380,7 +503,21 @@ class QuartzNet(nn.Module):
         self.augment: nn.Module = NoAugment()
         self.encoder = QuartzNetEncoder(config.feat_in, config.blocks, config.bn_eps, config.bn_momentum)
         self.decoder = CTCDecoder(self.encoder.out_channels, config.num_tokens)
+        self.impl = "auto"
         self.reset_parameters()
+
+    @torch.jit.unused
+    def set_impl(self, impl: str) -> "QuartzNet":
+        """Choose the model code path (`parse_impl`): "auto" (default), "plain", "cpu" or "rewrite+...".
+
+        Outputs are the same on every path (to float rounding); only speed differs. Returns self.
+        """
+        on_cpu, elsewhere = parse_impl(impl)
+        for module in self.modules():
+            if hasattr(module, "cpu_rewrites"):
+                module.cpu_rewrites, module.other_rewrites = on_cpu, elsewhere
+        self.impl = impl
+        return self
 
     def reset_parameters(self) -> None:
         """NeMo 'xavier_uniform' init: conv weights xavier-uniform, BatchNorm 1/0, decoder bias default."""
