@@ -195,6 +195,8 @@ def main(argv=None) -> None:
     p.add_argument("--nnlm-scales", default="0,0.2,0.4,0.6,0.8,1.0")
     p.add_argument("--skip-rescoring", action="store_true", help="no whole-lattice/n-best rows")
     p.add_argument("--blank-skip", default="", help="comma list of blank-skip thresholds for extra 1best rows")
+    p.add_argument("--beams", default="", help="comma list of SEARCH_BEAM/MAX_ACTIVE_STATES for extra 1best rows, "
+                                               "e.g. 12/2000 (egs/mini's decode_opts)")
     p.add_argument("--repeats", type=int, default=1, help="timing rounds of 1best rows and pyctcdecode")
     p.add_argument("--beam-width", type=int, default=100, help="pyctcdecode beam")
     args = p.parse_args(argv)
@@ -244,6 +246,10 @@ def main(argv=None) -> None:
     pyctc = f"pyctcdecode beam={args.beam_width} (3-gram, alpha=0.5 beta=1.5)"
     variants = [("", {})] + [(f" (blank skip {t})", {"blank_skip_threshold": float(t)})
                              for t in args.blank_skip.split(",") if t]
+    for beam in (b for b in args.beams.split(",") if b):
+        search, active = beam.split("/")
+        variants.append((f" (search beam {search}, max active {active})",
+                         {"search_beam": float(search), "max_active_states": int(active)}))
     rounds: Dict[str, List[float]] = {}
     for _ in range(args.repeats):
         for label, opts in variants:

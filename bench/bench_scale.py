@@ -5,8 +5,8 @@
 
 Steps (each measured in its own process: wall time and peak RSS, VmHWM):
   manifests  the three train parts as the features stage writes them (every utterance followed by its
-             0.9 and 1.1 copies; durations and transcripts LibriSpeech-like, mean 12.3 s, 960 h before
-             perturbation); the features of every cut point into 8 real 40-s feature matrices stored in
+             0.9 and 1.1 copies; durations and transcripts LibriSpeech-like: mean 12.7 s, about 990 h
+             before perturbation, LibriSpeech has 960 h); the features of every cut point into 8 real 40-s feature matrices stored in
              one lilcom archive, so batches load real data
   combine    qnet.bin.combine_cuts: the three parts -> one shuffled train-all file (stage 2)
   ranks      per simulated DDP rank, what qnet.bin.train does before its first step, for each world size:
@@ -14,7 +14,9 @@ Steps (each measured in its own process: wall time and peak RSS, VmHWM):
              (DynamicBucketingSampler, max-duration 400 s, 30 buckets), then the first batch with features
              (start -> first batch); then, separately, a full pass of the sampler over the epoch (its
              per-epoch overhead, and the exact batch count next to the trainer's start-up estimate).
-             Rank 0 runs first, as the others wait for its index at a barrier.
+             Rank 0 runs first, as the others wait for its index at a barrier. The index is built by the
+             first rank 0 measured (a fresh start); later processes read it, as every rank > 0 does, and as
+             rank 0 does on a resume. --ranks limits the ranks measured (all ranks > 0 run the same code).
   features   the features stage's split (stream cuts from recordings/supervisions, perturb, write the
              --nj pieces) for N and 4N recordings: peak RSS should not grow with N
 
@@ -121,12 +123,12 @@ def step_rank(work: Path, world_size: int, rank: int, max_duration: float) -> di
     from qnet.tokens import CharTokenizer
     from qnet.trainer import EXACT_COUNT_MAX_CUTS
 
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     tokenizer = CharTokenizer()
-    index = work / f"exp_ws{world_size}" / "train_cuts_index.json"
+    index = work / "exp" / "train_cuts_index.json"  # the index does not depend on the world size
     cuts, counts, _ = load_train_cuts([str(work / "librispeech_cuts_train-all-shuf.jsonl.gz")], tokenizer, 16.7,
                                       index_path=index, is_main=rank == 0)
-    t_index = time.time() - t0
+    t_index, c_index = time.time() - t0, cpu_seconds() - c0
     loader = make_loader(cuts, tokenizer, max_duration, train=True, num_buckets=30, seed=0,
                          world_size=world_size, rank=rank, num_cuts=counts.kept)
     estimate = estimate_batches_per_epoch(counts.kept_seconds, max_duration, world_size)
@@ -139,15 +141,27 @@ def step_rank(work: Path, world_size: int, rank: int, max_duration: float) -> di
     t2 = time.time()
     batch = next(iter(loader.epoch(1)))
     t_batch = time.time() - t2
-    t_first = time.time() - t0
+    t_first, c_first = time.time() - t0, cpu_seconds() - c0
     if not counted_at_start:  # the sampler's per-epoch overhead: one pass over the manifest
-        t1 = time.time()
+        t1, c1 = time.time(), cpu_seconds()
         batches = loader.count_batches(1)
-        t_count = time.time() - t1
+        t_count, c_count = time.time() - t1, cpu_seconds() - c1
+    else:
+        c_count = float("nan")
     return {"world_size": world_size, "rank": rank, "kept_cuts": counts.kept, "index_s": round(t_index, 1),
+            "index_cpu_s": round(c_index, 1), "start_to_first_batch_cpu_s": round(c_first, 1),
+            "sampler_pass_cpu_s": round(c_count, 1),
             "counted_at_start": counted_at_start, "estimated_batches": estimate,
             "count_batches_s": round(t_count, 1), "batches_per_epoch": batches, "first_batch_s": round(t_batch, 1),
             "start_to_first_batch_s": round(t_first, 1), "batch_shape": list(batch["feats"].shape)}
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + sys) of this process and its finished children."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def step_features(work: Path, num_recordings: int) -> dict:
@@ -194,6 +208,8 @@ def main() -> None:
                    help="utterances before perturbation (LibriSpeech 960 h: 281241)")
     p.add_argument("--world-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--max-duration", type=float, default=400.0, help="seconds per batch and rank (the recipe's)")
+    p.add_argument("--ranks", type=int, nargs="+", default=None,
+                   help="only these ranks of each world size (default all; ranks > 0 all run the same code)")
     p.add_argument("--feature-recordings", type=int, default=20000, help="N of the features step (N and 4N)")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/qnet_scale"))
     p.add_argument("--steps", nargs="+", default=["manifests", "combine", "ranks", "features"])
@@ -213,12 +229,10 @@ def main() -> None:
             info = step_features(work, int(rest[0]))
         else:
             raise ValueError(kind)
-        import resource
-
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
-        info.update(wall_s=round(time.time() - start, 1), cpu_s=round(cpu, 1), peak_rss_mb=round(peak_rss_mb(), 1))
+        info.update(wall_s=round(time.time() - start, 1), cpu_s=round(cpu_seconds(), 1),
+                    peak_rss_mb=round(peak_rss_mb(), 1))
+        with open(work / "results.jsonl", "a") as f:  # every number, also those not printed
+            f.write(json.dumps({"step": args.child, **info}) + "\n")
         print(json.dumps(info))
         return
     work.mkdir(parents=True, exist_ok=True)
@@ -232,16 +246,18 @@ def main() -> None:
         print(f"combine (shuffled train-all): {info['cuts']} cuts in {info['wall_s']} s ({info['cpu_s']} s CPU), "
               f"peak RSS {info['peak_rss_mb']:.0f} MB", flush=True)
     if "ranks" in args.steps:
+        index = work / "exp" / "train_cuts_index.json"
+        if index.exists():
+            index.unlink()  # the first rank 0 builds it, as on a fresh start; later ones read it (as on resume)
         for ws in args.world_sizes:
-            for idx in (work / f"exp_ws{ws}").glob("train_cuts_index.json"):
-                idx.unlink()
-            for rank in range(ws):
+            for rank in (range(ws) if args.ranks is None else [r for r in args.ranks if r < ws]):
                 r = run_child(work, ["rank", str(ws), str(rank), str(args.max_duration)])
                 print(f"world {ws} rank {rank} ({r['wall_s']} s, {r['cpu_s']} s CPU in all): start -> first batch "
-                      f"{r['start_to_first_batch_s']} s (index "
+                      f"{r['start_to_first_batch_s']} s, {r['start_to_first_batch_cpu_s']} s CPU (index "
                       f"{r['index_s']} s, first batch {r['first_batch_s']} s {r['batch_shape']}"
                       f"{', batch count included' if r['counted_at_start'] else ''}); peak RSS {r['peak_rss_mb']:.0f} MB; "
-                      f"sampler pass over the epoch {r['count_batches_s']} s: {r['batches_per_epoch']} batches "
+                      f"sampler pass over the epoch {r['count_batches_s']} s, {r['sampler_pass_cpu_s']} s CPU: "
+                      f"{r['batches_per_epoch']} batches "
                       f"(estimated {r['estimated_batches']}); {r['kept_cuts']} cuts kept", flush=True)
     if "features" in args.steps:
         for n in (args.feature_recordings, 4 * args.feature_recordings):

@@ -331,7 +331,8 @@ class BatchLoader:
     shuffling DynamicBucketingSampler, for validation a SimpleCutSampler in manifest order.
 
     `epoch(e, skip)` returns a DataLoader over epoch e's batches (this rank's share under DDP)
-    starting after the first `skip`. `state_dict()` records the sampler's configuration for the
+    starting after the first `skip`. With `sorta_grad`, epoch 1 goes through the cuts shortest first
+    (SortaGrad, as DeepSpeech 2: short utterances get a CTC model off the all-blank plateau sooner). `state_dict()` records the sampler's configuration for the
     checkpoint; the position itself is (epoch, batches done), kept by the trainer.
     """
 
@@ -347,8 +348,11 @@ class BatchLoader:
         world_size: Optional[int] = None,
         rank: Optional[int] = None,
         drop_last: bool = False,
+        sorta_grad: bool = False,
     ):
         self.cuts = cuts
+        self.sorta_grad = sorta_grad
+        self._shortest_first = None
         self.dataset = dataset
         self.num_workers = num_workers
         self.seed = seed
@@ -370,16 +374,26 @@ class BatchLoader:
             return DynamicBucketingSampler(self.cuts, num_buckets=self.num_buckets, **self._sampler_args)
         return SimpleCutSampler(self.cuts, **self._sampler_args)
 
+    def _sampler_for(self, epoch: int, fresh: bool = False):
+        """The sampler of `epoch`: the shuffling one, or for SortaGrad's epoch 1 one over the sorted cuts."""
+        if not (self.sorta_grad and epoch == 1):
+            return self._new_sampler() if fresh else self.sampler
+        _, SimpleCutSampler = sampler_classes()
+        if self._shortest_first is None:
+            self._shortest_first = self.cuts.to_eager().sort_by_duration(ascending=True)
+        return SimpleCutSampler(self._shortest_first, **{**self._sampler_args, "shuffle": False})
+
     def epoch(self, epoch: int, skip: int = 0) -> torch.utils.data.DataLoader:
         """DataLoader over epoch `epoch`'s batches after skipping the first `skip`."""
-        self.sampler.set_epoch(epoch)
+        sampler = self._sampler_for(epoch)
+        sampler.set_epoch(epoch)
         # The DataLoader's own generator keeps its per-iterator seed draw off torch's global RNG,
         # so creating a loader mid-epoch on resume consumes the same random numbers as not doing so.
         generator = torch.Generator()
         generator.manual_seed(self.seed * 100003 + epoch)
         return torch.utils.data.DataLoader(
             self.dataset,
-            sampler=_SkipFirst(self.sampler, skip),
+            sampler=_SkipFirst(sampler, skip),
             batch_size=None,
             num_workers=self.num_workers,
             worker_init_fn=_seed_worker if self.num_workers > 0 else None,
@@ -389,7 +403,7 @@ class BatchLoader:
 
     def count_batches(self, epoch: int = 1) -> int:
         """Batches in one epoch for this rank (iterates a copy of the sampler; loads no features)."""
-        sampler = self._new_sampler()
+        sampler = self._sampler_for(epoch, fresh=True)
         sampler.set_epoch(epoch)
         return sum(1 for _ in sampler)
 
@@ -411,9 +425,10 @@ def make_loader(
     world_size: Optional[int] = None,
     rank: Optional[int] = None,
     num_cuts: Optional[int] = None,
+    sorta_grad: bool = False,
 ) -> BatchLoader:
-    """A BatchLoader for training (shuffled, bucketed, optional speed perturbation) or validation
-    (in order). `num_cuts`, when known, caps the buckets at half the cuts (tiny corpora)."""
+    """A BatchLoader for training (shuffled, bucketed, optional speed perturbation, optional SortaGrad
+    first epoch) or validation (in order). `num_cuts`, when known, caps the buckets at half the cuts."""
     if num_cuts is not None:
         num_buckets = min(num_buckets, num_cuts // 2)
     dataset = AsrDataset(
@@ -431,11 +446,12 @@ def make_loader(
         seed=seed,
         world_size=world_size,
         rank=rank,
+        sorta_grad=sorta_grad and train,
     )
 
 
 # Dynamic bucketing fills batches to about this share of --max-duration (measured: bench/bench_scale.py).
-BUCKET_FILL = 0.92
+BUCKET_FILL = 0.95
 
 
 def estimate_batches_per_epoch(kept_seconds: float, max_duration: float, world_size: int = 1) -> int:

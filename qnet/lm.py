@@ -276,7 +276,10 @@ def read_openfst_text(fst_txt: PathLike, keep_aux_labels: bool = True, chunk_byt
             for col, part in zip(columns, _parse_fst_lines(lines, fst_txt, lineno)):
                 col.append(part)
             lineno += len(lines)
-    src, dst, ilabel, olabel, cost = (np.concatenate(c) if c else np.zeros(0, np.int32) for c in columns)
+    for i, parts in enumerate(columns):  # one column at a time: a second copy of all arcs never exists
+        columns[i] = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+        del parts
+    src, dst, ilabel, olabel, cost = columns
     del columns
     if src.size == 0:
         raise ValueError(f"{fst_txt} holds no arcs")
@@ -305,6 +308,12 @@ def G_cache_path(fst_txt: PathLike) -> Path:
     return fst_txt.with_name(fst_txt.name.replace(".fst.txt", "") + ".pt")
 
 
+def G_cache_is_fresh(fst_txt: PathLike) -> bool:
+    """Is `G_cache_path(fst_txt)` there and newer than the text?"""
+    fst_txt, cache = Path(fst_txt), G_cache_path(fst_txt)
+    return cache.is_file() and fst_txt.is_file() and cache.stat().st_mtime >= fst_txt.stat().st_mtime
+
+
 def build_G_cache(fst_txt: PathLike, first_disambig_word_id: int) -> Path:
     """Write the rescoring G of `fst_txt` to `G_cache_path` unless it is newer than the text: an
     acceptor on word ids (back-off `#0` and above become epsilon), arc-sorted. steps/decode.sh runs
@@ -313,7 +322,7 @@ def build_G_cache(fst_txt: PathLike, first_disambig_word_id: int) -> Path:
 
     fst_txt = Path(fst_txt)
     cache = G_cache_path(fst_txt)
-    if cache.is_file() and fst_txt.is_file() and cache.stat().st_mtime >= fst_txt.stat().st_mtime:
+    if G_cache_is_fresh(fst_txt):
         return cache
     if not fst_txt.is_file():
         raise FileNotFoundError(f"{fst_txt} does not exist; build it with qnet.bin.make_lm")

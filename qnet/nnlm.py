@@ -395,12 +395,12 @@ class NnlmTrainer:
     """One training process of a word LM (see the module docstring); `run()` trains to the last epoch."""
 
     def __init__(self, args: argparse.Namespace):
-        from qnet.trainer import resolve_amp, setup_device
+        from qnet.trainer import resolve_amp, setup_device, start_run_log, tensorboard_writer
 
         self.args = args
         self.dist, self.device = setup_device(args.device)
         self.exp_dir = Path(args.exp_dir)
-        self._setup_logging()
+        start_run_log(self.exp_dir, self.dist, self.device, "train_nnlm", args)
         if args.num_threads > 0:
             torch.set_num_threads(args.num_threads)
         self.amp = resolve_amp(args.amp, self.device)
@@ -411,24 +411,7 @@ class NnlmTrainer:
         self.history: List[Dict[str, Any]] = []
         self.best = {"epoch": 0, "ppl": float("inf")}
         self._maybe_resume()
-        self.tb = None
-        if self.dist.is_main and args.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(log_dir=str(self.exp_dir / "tensorboard"), purge_step=self.step or None)
-
-    def _setup_logging(self) -> None:
-        import datetime
-
-        from qnet.utils import setup_logger
-
-        if self.dist.is_main:
-            self.exp_dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
-        setup_logger(self.exp_dir / "log" / f"log-train-nnlm-{stamp}.txt", rank=self.dist.rank)
-        logging.info("qnet train_nnlm: %s", " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(self.args).items()))
-        logging.info("world size %d (rank %d), device %s, torch %s", self.dist.world_size, self.dist.rank,
-                     self.device, torch.__version__)
+        self.tb = tensorboard_writer(self.exp_dir, self.dist, args.tensorboard, self.step)
 
     def _barrier(self) -> None:
         if self.dist.is_distributed:

@@ -61,6 +61,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     g.add_argument("--on-the-fly-feats", type=str2bool, default=False,
                    help="compute nemo-mel features from audio instead of reading precomputed ones")
+    g.add_argument("--sorta-grad", type=str2bool, default=False,
+                   help="epoch 1 shortest utterances first (SortaGrad), later epochs shuffled")
     g.add_argument("--perturb-speed", type=str2bool, default=False,
                    help="on-the-fly speed perturbation 0.9/1.1 (p=2/3); needs --on-the-fly-feats true")
 
@@ -357,6 +359,28 @@ def setup_device(requested: str) -> Tuple[DistInfo, torch.device]:
     return info, torch.device(requested)
 
 
+def start_run_log(exp_dir: Path, info: DistInfo, device: torch.device, tool: str, args: argparse.Namespace) -> None:
+    """Create exp_dir (rank 0), log to exp_dir/log/log-<tool>-<date>.txt and log the options and the setup."""
+    from qnet.utils import setup_logger
+
+    if info.is_main:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
+    setup_logger(exp_dir / "log" / f"log-{tool.replace('_', '-')}-{stamp}.txt", rank=info.rank)
+    logging.info("qnet %s: %s", tool, " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()))
+    logging.info("world size %d (rank %d, local rank %d), device %s, torch %s",
+                 info.world_size, info.rank, info.local_rank, device, torch.__version__)
+
+
+def tensorboard_writer(exp_dir: Path, info: DistInfo, enabled: bool, step: int):
+    """A SummaryWriter in exp_dir/tensorboard (rank 0, when enabled) that drops events after `step`, or None."""
+    if not (info.is_main and enabled):
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(exp_dir / "tensorboard"), purge_step=step or None)
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc)
 
@@ -389,26 +413,12 @@ class Trainer:
         self.counters = {"nonfinite_batches": 0, "consecutive_nonfinite": 0, "infinite_utts": 0,
                          "overflow_steps": 0, "consecutive_overflow": 0}
         self._maybe_resume()
-        self.tb = None
-        if self.dist.is_main and args.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(log_dir=str(self.exp_dir / "tensorboard"), purge_step=self.step or None)
+        self.tb = tensorboard_writer(self.exp_dir, self.dist, args.tensorboard, self.step)
 
     # -- setup ------------------------------------------------------------------------------------
 
     def _setup_logging(self) -> None:
-        from qnet.utils import setup_logger
-
-        if self.dist.is_main:
-            self.exp_dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
-        setup_logger(self.exp_dir / "log" / f"log-train-{stamp}.txt", rank=self.dist.rank)
-        logging.info("qnet train: %s", " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(self.args).items()))
-        logging.info(
-            "world size %d (rank %d, local rank %d), device %s, torch %s",
-            self.dist.world_size, self.dist.rank, self.dist.local_rank, self.device, torch.__version__,
-        )
+        start_run_log(self.exp_dir, self.dist, self.device, "train", self.args)
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
@@ -456,7 +466,7 @@ class Trainer:
         )
         self.train_loader = make_loader(
             train_cuts, self.tokenizer, a.max_duration, train=True, perturb_speed=a.perturb_speed,
-            num_cuts=counts.kept, **common
+            num_cuts=counts.kept, sorta_grad=a.sorta_grad, **common
         )
         self.valid_loader = None
         if a.valid_cuts:

@@ -16,7 +16,7 @@ needs_an4 = pytest.mark.skipif(
 )
 
 
-def run_an4(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_an4(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     """Run egs/an4/run.sh from its folder and capture its output."""
     return subprocess.run(["./run.sh", *args], cwd=RECIPE, capture_output=True, text=True, timeout=timeout)
 

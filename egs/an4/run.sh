@@ -58,7 +58,7 @@ pretrained=../mini/exp/librispeech/quartznet_mini_lang_char/averaged-avg-2.pt   
 decode_methods="greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring"
 # narrower beams than steps/decode.sh's defaults (20/8/10000, 100 paths): AN4 utterances are short and the
 # vocabulary small, and wide beams on a young model's flat posteriors make huge lattices
-decode_opts="--search-beam 12 --output-beam 5 --max-active-states 2000 --num-paths 20 --lm-scales 0.3,0.5,0.7,0.9,1.1,1.3,1.5,1.7,2.0"
+decode_opts="--search-beam 12 --output-beam 5 --max-active-states 2000 --num-paths 20 --lm-scales 0.1,0.2,0.3,0.5,0.7,0.9,1.1,1.3,1.5,2.0"
 
 # --smoke true: read conf/smoke.conf before the options (Kaldi's --config), so the command line still wins.
 for ((i = 1; i < $#; i++)); do

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(args.log_file)
     from qnet.lang import SymbolTable
-    from qnet.lm import G_cache_path, build_G_cache
+    from qnet.lm import G_cache_is_fresh, build_G_cache
 
     if args.hlg is not None and not args.hlg.is_file():
         logging.error(f"{args.hlg} does not exist; build it with steps/make_hlg.sh before decoding")
@@ -40,10 +40,9 @@ def main(argv=None) -> int:
         logging.error(f"{words} does not exist")
         return 1
     start = time.time()
-    cache = G_cache_path(args.G)
-    up_to_date = cache.is_file() and args.G.is_file() and cache.stat().st_mtime >= args.G.stat().st_mtime
+    up_to_date = G_cache_is_fresh(args.G)
     try:
-        build_G_cache(args.G, SymbolTable.from_file(words)["#0"])
+        cache = build_G_cache(args.G, SymbolTable.from_file(words)["#0"])
     except FileNotFoundError as exc:
         logging.error(str(exc))
         return 1
