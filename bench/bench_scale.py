@@ -113,7 +113,7 @@ def step_combine(work: Path) -> dict:
     return {"cuts": n}
 
 
-def step_rank(work: Path, world_size: int, rank: int, max_duration: float) -> dict:
+def step_rank(work: Path, world_size: int, rank: int, max_duration: float, index_jobs: int = 1) -> dict:
     """What one rank of qnet.bin.train does before its first step (Trainer._setup_data + counting)."""
     sys.path.insert(0, str(ROOT))
     import torch
@@ -127,17 +127,16 @@ def step_rank(work: Path, world_size: int, rank: int, max_duration: float) -> di
     tokenizer = CharTokenizer()
     index = work / "exp" / "train_cuts_index.json"  # the index does not depend on the world size
     cuts, counts, _ = load_train_cuts([str(work / "librispeech_cuts_train-all-shuf.jsonl.gz")], tokenizer, 16.7,
-                                      index_path=index, is_main=rank == 0)
+                                      index_path=index, is_main=rank == 0, num_jobs=index_jobs)
     t_index, c_index = time.time() - t0, cpu_seconds() - c0
     loader = make_loader(cuts, tokenizer, max_duration, train=True, num_buckets=30, seed=0,
                          world_size=world_size, rank=rank, num_cuts=counts.kept)
     estimate = estimate_batches_per_epoch(counts.kept_seconds, max_duration, world_size)
     counted_at_start = counts.kept <= EXACT_COUNT_MAX_CUTS  # what the trainer does
-    t_count = 0.0
     if counted_at_start:
-        t1 = time.time()
+        t1, c1 = time.time(), cpu_seconds()
         batches = loader.count_batches(1)
-        t_count = time.time() - t1
+        t_count, c_count = time.time() - t1, cpu_seconds() - c1
     t2 = time.time()
     batch = next(iter(loader.epoch(1)))
     t_batch = time.time() - t2
@@ -146,8 +145,6 @@ def step_rank(work: Path, world_size: int, rank: int, max_duration: float) -> di
         t1, c1 = time.time(), cpu_seconds()
         batches = loader.count_batches(1)
         t_count, c_count = time.time() - t1, cpu_seconds() - c1
-    else:
-        c_count = float("nan")
     return {"world_size": world_size, "rank": rank, "kept_cuts": counts.kept, "index_s": round(t_index, 1),
             "index_cpu_s": round(c_index, 1), "start_to_first_batch_cpu_s": round(c_first, 1),
             "sampler_pass_cpu_s": round(c_count, 1),
@@ -208,6 +205,8 @@ def main() -> None:
                    help="utterances before perturbation (LibriSpeech 960 h: 281241)")
     p.add_argument("--world-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--max-duration", type=float, default=400.0, help="seconds per batch and rank (the recipe's)")
+    p.add_argument("--index-jobs", type=int, default=1,
+                   help="processes of rank 0's index scan (qnet.bin.train uses min(8, CPUs))")
     p.add_argument("--ranks", type=int, nargs="+", default=None,
                    help="only these ranks of each world size (default all; ranks > 0 all run the same code)")
     p.add_argument("--feature-recordings", type=int, default=20000, help="N of the features step (N and 4N)")
@@ -224,7 +223,7 @@ def main() -> None:
         elif kind == "combine":
             info = step_combine(work)
         elif kind == "rank":
-            info = step_rank(work, int(rest[0]), int(rest[1]), float(rest[2]))
+            info = step_rank(work, int(rest[0]), int(rest[1]), float(rest[2]), int(rest[3]) if len(rest) > 3 else 1)
         elif kind == "features":
             info = step_features(work, int(rest[0]))
         else:
@@ -251,7 +250,7 @@ def main() -> None:
             index.unlink()  # the first rank 0 builds it, as on a fresh start; later ones read it (as on resume)
         for ws in args.world_sizes:
             for rank in (range(ws) if args.ranks is None else [r for r in args.ranks if r < ws]):
-                r = run_child(work, ["rank", str(ws), str(rank), str(args.max_duration)])
+                r = run_child(work, ["rank", str(ws), str(rank), str(args.max_duration), str(args.index_jobs)])
                 print(f"world {ws} rank {rank} ({r['wall_s']} s, {r['cpu_s']} s CPU in all): start -> first batch "
                       f"{r['start_to_first_batch_s']} s, {r['start_to_first_batch_cpu_s']} s CPU (index "
                       f"{r['index_s']} s, first batch {r['first_batch_s']} s {r['batch_shape']}"

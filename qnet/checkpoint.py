@@ -20,7 +20,7 @@ import logging
 import random
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -87,6 +87,16 @@ def remove_old_step_checkpoints(exp_dir: PathLike, keep_last_k: int) -> List[Pat
     for p in removed:
         p.unlink(missing_ok=True)
     return removed
+
+
+def save_step_checkpoint(save: Callable[[Path], None], exp_dir: Path, step: int, keep_last_k: int,
+                         is_main: bool) -> None:
+    """Write exp_dir/checkpoint-<step>.pt with `save` and (main rank) keep only the newest `keep_last_k`."""
+    path = exp_dir / f"checkpoint-{step}.pt"
+    save(path)
+    if is_main:
+        removed = remove_old_step_checkpoints(exp_dir, keep_last_k)
+        logging.info("saved %s%s", path, f" (removed {len(removed)} older)" if removed else "")
 
 
 def remove_old_epoch_checkpoints(exp_dir: PathLike, keep_last_epochs: int) -> List[Path]:

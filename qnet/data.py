@@ -332,8 +332,9 @@ class BatchLoader:
 
     `epoch(e, skip)` returns a DataLoader over epoch e's batches (this rank's share under DDP)
     starting after the first `skip`. With `sorta_grad`, epoch 1 goes through the cuts shortest first
-    (SortaGrad, as DeepSpeech 2: short utterances get a CTC model off the all-blank plateau sooner). `state_dict()` records the sampler's configuration for the
-    checkpoint; the position itself is (epoch, batches done), kept by the trainer.
+    (SortaGrad, as DeepSpeech 2: short utterances get a CTC model off the all-blank plateau sooner).
+    `state_dict()` records the sampler's configuration for the checkpoint; the position itself is
+    (epoch, batches done), kept by the trainer.
     """
 
     def __init__(

@@ -596,13 +596,9 @@ class NnlmTrainer:
         return True
 
     def _save_step_checkpoint(self) -> None:
-        from qnet.checkpoint import remove_old_step_checkpoints
+        from qnet.checkpoint import save_step_checkpoint
 
-        path = self.exp_dir / f"checkpoint-{self.step}.pt"
-        self.save_checkpoint(path)
-        if self.dist.is_main:
-            removed = remove_old_step_checkpoints(self.exp_dir, self.args.keep_last_k)
-            logging.info("saved %s%s", path, f" (removed {len(removed)} older)" if removed else "")
+        save_step_checkpoint(self.save_checkpoint, self.exp_dir, self.step, self.args.keep_last_k, self.dist.is_main)
 
     @torch.no_grad()
     def validate(self) -> Optional[float]:

@@ -62,7 +62,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--on-the-fly-feats", type=str2bool, default=False,
                    help="compute nemo-mel features from audio instead of reading precomputed ones")
     g.add_argument("--sorta-grad", type=str2bool, default=False,
-                   help="epoch 1 shortest utterances first (SortaGrad), later epochs shuffled")
+                   help="epoch 1 shortest utterances first (SortaGrad; holds the training cuts in memory "
+                        "for that epoch), later epochs shuffled")
     g.add_argument("--perturb-speed", type=str2bool, default=False,
                    help="on-the-fly speed perturbation 0.9/1.1 (p=2/3); needs --on-the-fly-feats true")
 
@@ -815,13 +816,9 @@ class Trainer:
         return True
 
     def _save_step_checkpoint(self) -> None:
-        from qnet.checkpoint import remove_old_step_checkpoints
+        from qnet.checkpoint import save_step_checkpoint
 
-        path = self.exp_dir / f"checkpoint-{self.step}.pt"
-        self.save_checkpoint(path)
-        if self.dist.is_main:
-            removed = remove_old_step_checkpoints(self.exp_dir, self.args.keep_last_k)
-            logging.info("saved %s%s", path, f" (removed {len(removed)} older)" if removed else "")
+        save_step_checkpoint(self.save_checkpoint, self.exp_dir, self.step, self.args.keep_last_k, self.dist.is_main)
 
     @torch.no_grad()
     def validate(self) -> Optional[Dict[str, float]]:

@@ -10,30 +10,21 @@ from qnet.tokens import SPACE, TokenTable
 
 TRAIN_TEXT = "the cat sat\nthe hat sat\nthe cat\na cat sat on the hat\n"
 
+def bigram_arpa(unigrams: Dict[str, float], bigrams: Sequence[str]) -> str:
+    """A small bigram ARPA: `unigrams` word -> log10 prob (backoff -0.3), `bigrams` "w1 w2" at log10 -0.1."""
+    lines = ["\\data\\", f"ngram 1={len(unigrams) + 2}", f"ngram 2={len(bigrams)}", "", "\\1-grams:",
+             "-1.0\t<s>\t-0.3", "-1.0\t</s>"]
+    lines += [f"{p}\t{w}\t-0.3" for w, p in unigrams.items()]
+    lines += ["", "\\2-grams:"] + [f"-0.1\t{b}" for b in bigrams] + ["", "\\end\\", ""]
+    return "\n".join(lines)
+
+
 # Upper case on purpose: ready ARPAs (LibriSpeech, WSJ) are upper case; qnet normalizes them.
-BIGRAM_ARPA = """
-\\data\\
-ngram 1=8
-ngram 2=4
-
-\\1-grams:
--1.0\t<s>\t-0.3
--1.0\t</s>
--1.0\tTHE\t-0.3
--1.0\tCAT\t-0.3
--1.0\tSAT\t-0.3
--1.5\tHAT\t-0.3
--1.5\tON\t-0.3
--1.5\tA\t-0.3
-
-\\2-grams:
--0.1\t<s> THE
--0.1\tTHE CAT
--0.1\tCAT SAT
--0.1\tSAT </s>
-
-\\end\\
-"""
+BIGRAM_ARPA = bigram_arpa({"THE": -1.0, "CAT": -1.0, "SAT": -1.0, "HAT": -1.5, "ON": -1.5, "A": -1.5},
+                          ["<s> THE", "THE CAT", "CAT SAT", "SAT </s>"])
+# A rescoring LM that knows better than BIGRAM_ARPA (which prefers "the cat sat"): "the hat sat".
+HAT_ARPA = bigram_arpa({"the": -1.0, "cat": -2.5, "sat": -1.0, "hat": -1.0, "on": -1.5, "a": -1.5},
+                       ["<s> the", "the hat", "hat sat", "sat </s>"])
 
 
 def frame_log_probs(frames: Sequence[Dict[str, float]], table: Optional[TokenTable] = None) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import qnet.decode as qdec
-from decode_helpers import frame_log_probs, make_audio_cuts, make_char_lang, make_tiny_model, peaky_frames
+from decode_helpers import HAT_ARPA, frame_log_probs, make_audio_cuts, make_char_lang, make_tiny_model, peaky_frames
 from qnet.decode import Decoder, DecodeOptions, frame_groups, nbest_chunks, num_arcs_per_fsa, prune_lattice
 from qnet.tokens import CharTokenizer
 
@@ -150,32 +150,6 @@ def test_group_and_chunk_helpers():
     assert frame_groups([], 10) == []
     assert nbest_chunks([100, 100, 100, 100], 400) == [range(0, 2), range(2, 4)]
     assert nbest_chunks([1000], 10) == [range(0, 1)]  # one path is never split
-
-
-# The rescoring LM knows better than the HLG bigram (which prefers "the cat sat"): "the hat sat".
-HAT_ARPA = """
-\\data\\
-ngram 1=8
-ngram 2=4
-
-\\1-grams:
--1.0\t<s>\t-0.3
--1.0\t</s>
--1.0\tthe\t-0.3
--2.5\tcat\t-0.3
--1.0\tsat\t-0.3
--1.0\that\t-0.3
--1.5\ton\t-0.3
--1.5\ta\t-0.3
-
-\\2-grams:
--0.1\t<s> the
--0.1\tthe hat
--0.1\that sat
--0.1\tsat </s>
-
-\\end\\
-"""
 
 
 @pytest.fixture(scope="module")

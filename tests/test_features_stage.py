@@ -202,7 +202,6 @@ def _sbatch_example_paths():
     return re.findall(r"(?<![\w/.-])((?:data|exp)/[\w./-]+)", example)
 
 
-@pytest.mark.slow
 def test_multinode_sbatch_names_what_the_librispeech_recipe_writes(tmp_path):
     """Stages 0-3 of egs/librispeech on a tiny corpus with two train parts: stage 2 writes the combined,
     shuffled train-all cuts, and every path of the sbatch example is one the recipe produces."""

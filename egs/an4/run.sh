@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # QuartzNet CTC on CMU AN4 (real speech, ~50 min; trains on a CPU): a model trained from scratch and the
 # same model fine-tuned from a pretrained checkpoint (default: egs/mini's synthetic-speech model),
-# with the same budget; decoding with every method; RESULTS.md next to ESPnet's and NeMo's AN4 numbers.
+# with the same budget; decoding with every method; RESULTS.md next to ESPnet's published AN4 numbers
+# (NeMo's AN4 tutorials publish none; qnet/results.py says so).
 #
 #   ./run.sh --corpus-dir ../../../shared/data/an4     # an existing copy (the folder holding etc/ and wav/)
 #   ./run.sh                                            # downloads an4_sphere.tar.gz into download/
