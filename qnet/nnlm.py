@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from qnet.checkpoint import save_step_checkpoint
 from qnet.utils import PathLike, atomic_output, atomic_torch_save, str2bool
 
 EOS, UNK = "<eos>", "<unk>"
@@ -588,17 +589,12 @@ class NnlmTrainer:
                     self.tb.add_scalar("train/tokens_per_second", speed, self.step)
                 interval = [0.0, 0.0, time.time()]
             if a.save_every_n > 0 and self.step % a.save_every_n == 0:
-                self._save_step_checkpoint()
+                save_step_checkpoint(self.save_checkpoint, self.exp_dir, self.step, a.keep_last_k, self.dist.is_main)
             if a.exit_after_steps > 0 and steps_this_run >= a.exit_after_steps:
                 bar.close()
                 return False
         bar.close()
         return True
-
-    def _save_step_checkpoint(self) -> None:
-        from qnet.checkpoint import save_step_checkpoint
-
-        save_step_checkpoint(self.save_checkpoint, self.exp_dir, self.step, self.args.keep_last_k, self.dist.is_main)
 
     @torch.no_grad()
     def validate(self) -> Optional[float]:

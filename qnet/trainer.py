@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
+from qnet.checkpoint import save_step_checkpoint
 from qnet.utils import atomic_output, str2bool
 
 MAX_CONSECUTIVE_NONFINITE = 20
@@ -808,17 +809,12 @@ class Trainer:
                 t_interval = time.time()
 
             if a.save_every_n > 0 and self.step % a.save_every_n == 0:
-                self._save_step_checkpoint()
+                save_step_checkpoint(self.save_checkpoint, self.exp_dir, self.step, a.keep_last_k, self.dist.is_main)
             if a.exit_after_steps > 0 and self.steps_this_run >= a.exit_after_steps:
                 bar.close()
                 return False
         bar.close()
         return True
-
-    def _save_step_checkpoint(self) -> None:
-        from qnet.checkpoint import save_step_checkpoint
-
-        save_step_checkpoint(self.save_checkpoint, self.exp_dir, self.step, self.args.keep_last_k, self.dist.is_main)
 
     @torch.no_grad()
     def validate(self) -> Optional[Dict[str, float]]:

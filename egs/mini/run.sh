@@ -60,13 +60,7 @@ ls_model_dir=$exp_dir/librispeech/quartznet_${model}_lang_char
 pretrained=$ls_model_dir/averaged-avg-$avg.pt
 mkdir -p "$data_dir" "$exp_dir/log"
 start=$(date +%s)
-times=$exp_dir/log/stage_times.txt   # "<stage> <seconds> <what>" of the last run of each stage
-
-stage_done() {  # record stage $1 ($3), started at $2, in $times (RESULTS.md lists them)
-  local line="$1 $(( $(date +%s) - $2 )) $3"
-  { grep -v "^$1 " "$times" 2>/dev/null || true; echo "$line"; } | sort -n > "$times.tmp"
-  mv "$times.tmp" "$times"
-}
+times=$exp_dir/log/stage_times.txt   # stage_done (utils/recipe_init.sh) writes "<stage> <seconds> <what>" lines
 
 log "mini recipe: smoke=$smoke model=$model, data in $data_dir, experiments in $exp_dir"
 
