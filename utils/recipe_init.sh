@@ -12,10 +12,13 @@ log() {
   echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
 }
 
-# stage_done N START WHAT: record that stage N (WHAT), started at epoch second START, finished, in
-# $times ("<stage> <seconds> <what>" lines, one per stage, the last run of each; RESULTS.md lists them).
+# stage_done N START WHAT: add the wall time of stage N (WHAT), started at epoch second START, to $times
+# ("<stage> <seconds> <what>" lines, one per stage; RESULTS.md lists them). Times are summed over
+# invocations, so an interrupted and resumed stage counts both parts and a rerun that skips it adds ~0 s.
 stage_done() {
-  local line="$1 $(( $(date +%s) - $2 )) $3"
+  local before
+  before=$(awk -v s="$1" '$1 == s {print $2}' "$times" 2>/dev/null || true)
+  local line="$1 $(( ${before:-0} + $(date +%s) - $2 )) $3"
   { grep -v "^$1 " "$times" 2>/dev/null || true; echo "$line"; } | sort -n > "$times.tmp"
   mv "$times.tmp" "$times"
 }
