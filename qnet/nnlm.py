@@ -349,6 +349,8 @@ class NnlmScorer:
 
 def add_nnlm_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `python -m qnet.bin.train_nnlm`."""
+    from qnet.trainer import add_run_arguments
+
     g = p.add_argument_group("data")
     g.add_argument("--text", required=True, help="LM text, one sentence per line (plain or .gz)")
     g.add_argument("--vocab-size", type=int, default=0, help="most frequent words kept (0: all)")
@@ -374,12 +376,7 @@ def add_nnlm_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", choices=("auto", "fp16", "bf16", "none"), default="auto",
                    help="mixed precision (as qnet.bin.train): auto = fp16 on CUDA, none on CPU; bf16 also on CPU")
     g = p.add_argument_group("run")
-    g.add_argument("--exp-dir", required=True)
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda (under DDP: cuda:LOCAL_RANK)")
-    g.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    g.add_argument("--save-every-n", type=int, default=1000, help="checkpoint-STEP.pt every N steps (0 = off)")
-    g.add_argument("--keep-last-k", type=int, default=3, help="keep this many checkpoint-STEP.pt (0 = all)")
+    add_run_arguments(g)
     g.add_argument("--log-interval", type=int, default=50)
     g.add_argument("--tensorboard", type=str2bool, default=True)
     g.add_argument("--exit-after-steps", type=int, default=0, help="(testing) stop this run after N steps")

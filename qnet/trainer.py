@@ -50,6 +50,17 @@ class TrainingError(RuntimeError):
 # Options
 
 
+def add_run_arguments(g: argparse._ArgumentGroup) -> None:
+    """The run options every qnet trainer shares (acoustic model, NNLM): exp dir, seed, device, threads,
+    step checkpoints."""
+    g.add_argument("--exp-dir", required=True)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda (under DDP: cuda:LOCAL_RANK)")
+    g.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    g.add_argument("--save-every-n", type=int, default=1000, help="checkpoint-STEP.pt every N steps (0 = off)")
+    g.add_argument("--keep-last-k", type=int, default=3, help="keep this many checkpoint-STEP.pt (0 = all)")
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `python -m qnet.bin.train`."""
     g = parser.add_argument_group("data")
@@ -107,12 +118,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="stop after this many batches in a row with NaN/inf loss")
 
     g = parser.add_argument_group("run")
-    g.add_argument("--exp-dir", required=True)
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda (under DDP: cuda:LOCAL_RANK)")
-    g.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    g.add_argument("--save-every-n", type=int, default=1000, help="checkpoint-STEP.pt every N steps (0 = off)")
-    g.add_argument("--keep-last-k", type=int, default=3, help="keep this many checkpoint-STEP.pt (0 = all)")
+    add_run_arguments(g)
     g.add_argument("--keep-last-epochs", type=int, default=0, help="keep this many epoch-E.pt (0 = all)")
     g.add_argument("--auto-resume", type=str2bool, default=True, help="continue from the newest checkpoint in exp-dir")
     g.add_argument("--log-interval", type=int, default=10, help="log/tensorboard every N steps")
