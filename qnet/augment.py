@@ -1,5 +1,6 @@
 """Feature augmentation modules for `model.augment`: NeMo's SpecCutout, SpecAugment-style strips and a
-VTLP-style frequency warp (a random vocal-tract length per utterance, against unseen voices).
+VTLP-style frequency warp (a random vocal-tract length per utterance, against unseen voices); and
+`RoomNoise`, an input transform of the training DataLoader on raw log-mel (reverberation and noise).
 
 Each module is called as `augment(x, lens)` on normalized features x (B, T, F) with valid lengths
 lens (B,), returns a tensor of the same shape, and does nothing in eval mode. Random numbers come
@@ -201,3 +202,83 @@ def build_augment(
     if spec_cutout:
         modules.append(SpecCutout(rect_masks, rect_time, rect_freq))
     return AugmentChain(modules)
+
+
+class RoomNoise:
+    """Feature-domain reverberation and additive noise on raw log-mel features (before normalization),
+    for voices whose recordings are echoic or breathy (espeak-ng's Alicia variant has an echo and breath
+    noise; real rooms have both). A lhotse-style input transform: `transform(feats, lens) -> feats`.
+
+    In the mel power domain E = exp(x):
+      * reverberation (probability `p_reverb`): E'(t) = E(t) + wet * sum_k h(k) E(t - delay - k), with an
+        exponential tail h(k) ~ 10^(-6 k * shift / rt60) normalized to sum 1 (rt60 and wet drawn per utterance;
+        phases are ignored, as in feature-domain reverberation models);
+      * noise (probability `p_noise`): a noise floor at `snr_db` below the utterance's mean band power, with
+        a random spectral tilt and log-normal per-frame fluctuation (mean 1, about the spread of a mel
+        band's noise power).
+    Padding frames are left as they are. Random numbers come from torch's global generator.
+    """
+
+    def __init__(self, p_reverb: float = 0.5, rt60: Sequence[float] = (0.1, 0.5), wet: Sequence[float] = (0.2, 1.0),
+                 max_delay_frames: int = 5, p_noise: float = 0.5, snr_db: Sequence[float] = (5.0, 30.0),
+                 frame_shift: float = 0.01):
+        for name, p in (("p_reverb", p_reverb), ("p_noise", p_noise)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"RoomNoise {name} must be in [0, 1], got {p}")
+        if not 0.0 < rt60[0] <= rt60[1]:
+            raise ValueError(f"RoomNoise rt60 must be an increasing positive range, got {rt60}")
+        self.p_reverb, self.rt60, self.wet, self.max_delay = p_reverb, tuple(rt60), tuple(wet), max_delay_frames
+        self.p_noise, self.snr_db, self.frame_shift = p_noise, tuple(snr_db), frame_shift
+        self.taps = int(round(rt60[1] / frame_shift))  # the longest tail the kernel holds
+
+    def __repr__(self) -> str:
+        return (f"RoomNoise(p_reverb={self.p_reverb}, rt60={self.rt60}, wet={self.wet}, p_noise={self.p_noise}, "
+                f"snr_db={self.snr_db})")
+
+    @staticmethod
+    def _uniform(n: int, bounds: Sequence[float]) -> torch.Tensor:
+        return bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, dtype=torch.float64)
+
+    def _reverb_kernels(self, batch: int) -> torch.Tensor:
+        """(B, K) causal kernels: a delta at 0, then `wet` times a normalized exponential tail after a delay."""
+        k = torch.arange(self.taps, dtype=torch.float64)
+        rt60 = self._uniform(batch, self.rt60)[:, None]
+        tail = 10.0 ** (-6.0 * k[None, :] * self.frame_shift / rt60)  # 60 dB power decay over rt60
+        tail = tail / tail.sum(dim=1, keepdim=True) * self._uniform(batch, self.wet)[:, None]
+        delay = torch.randint(1, self.max_delay + 1, (batch,))
+        kernels = torch.zeros(batch, self.taps + self.max_delay + 1, dtype=torch.float64)
+        kernels[:, 0] = 1.0
+        for b in range(batch):
+            kernels[b, delay[b]:delay[b] + self.taps] = tail[b]
+        return kernels
+
+    def __call__(self, feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """feats (B, T, F) raw log-mel, lens (B,) -> (B, T, F)."""
+        batch, num_frames, num_bins = feats.shape
+        valid = (torch.arange(num_frames)[None, :] < lens[:, None]).to(torch.float32)[:, :, None]  # (B, T, 1)
+        energy = feats.float().exp() * valid
+        out = energy
+        reverb = torch.rand(batch) < self.p_reverb
+        if bool(reverb.any()):
+            kernels = self._reverb_kernels(batch)
+            taps = kernels.size(1)
+            # one causal conv per (utterance, band): groups = B * F, each band with its utterance's kernel
+            x = torch.nn.functional.pad(energy.transpose(1, 2).reshape(1, batch * num_bins, num_frames), (taps - 1, 0))
+            w = kernels.flip(1).float().repeat_interleave(num_bins, dim=0)[:, None, :]  # (B*F, 1, K)
+            wet = torch.nn.functional.conv1d(x, w, groups=batch * num_bins).reshape(batch, num_bins, num_frames)
+            out = torch.where(reverb[:, None, None], wet.transpose(1, 2), out)
+        noise = torch.rand(batch) < self.p_noise
+        if bool(noise.any()):
+            frames = valid.sum(dim=1).clamp(min=1.0)  # (B, 1)
+            band_power = energy.sum(dim=1) / frames  # (B, F)
+            level = band_power.mean(dim=1, keepdim=True) * 10.0 ** (-self._uniform(batch, self.snr_db)[:, None] / 10.0)
+            slope = self._uniform(batch, (-1.0, 1.0))[:, None]
+            tilt = torch.exp(slope * torch.linspace(-1.5, 1.5, num_bins, dtype=torch.float64)[None, :])
+            floor = (level * tilt / tilt.mean(dim=1, keepdim=True)).float()  # (B, F)
+            fluct = torch.exp(0.5 * torch.randn(batch, num_frames, num_bins) - 0.125)
+            added = out + floor[:, None, :] * fluct * valid
+            out = torch.where(noise[:, None, None], added, out)
+        changed = (reverb | noise)[:, None, None] & (valid > 0)
+        from qnet.features import LOG_ZERO_GUARD
+
+        return torch.where(changed, torch.log(out + LOG_ZERO_GUARD).to(feats.dtype), feats)

@@ -81,7 +81,7 @@ def cut_num_frames(cut, frame_shift: float = FRAME_SHIFT) -> int:
 
 
 def encoder_frames(num_frames: int, subsampling_factor: int = 2) -> int:
-    """Encoder output frames T' = ceil(T / subsampling) (QuartzNet's stride-2 C1 with 'same' padding)."""
+    """Encoder output frames T' = ceil(T / subsampling) (QuartzNet's strided C1 with 'same' padding)."""
     return -(-num_frames // subsampling_factor)
 
 
@@ -245,12 +245,15 @@ def filter_cuts(
 class AsrDataset(torch.utils.data.Dataset):
     """Map a CutSet (one sampler batch) to the batch dict described in the module docstring."""
 
-    def __init__(self, tokenizer, input_strategy=None, cut_transforms: Sequence[Callable] = ()):
+    def __init__(self, tokenizer, input_strategy=None, cut_transforms: Sequence[Callable] = (),
+                 input_transforms: Sequence[Callable] = ()):
         from lhotse.dataset import PrecomputedFeatures
 
         self.tokenizer = tokenizer
         self.input_strategy = input_strategy if input_strategy is not None else PrecomputedFeatures()
         self.cut_transforms = list(cut_transforms)
+        # lhotse's idiom: transforms of the collated raw features, `t(feats (B, T, F), lens (B,)) -> feats`
+        self.input_transforms = list(input_transforms)
 
     def __getitem__(self, cuts) -> Dict[str, Any]:
         for transform in self.cut_transforms:
@@ -261,13 +264,16 @@ class AsrDataset(torch.utils.data.Dataset):
         except Exception as exc:
             ids = [c.id for c in cuts]
             raise RuntimeError(f"could not load features for the batch of cuts {ids[:10]}...: {exc}") from exc
+        feats = feats.float()
+        for transform in self.input_transforms:
+            feats = transform(feats, feat_lens)
         texts, tokens = [], []
         for cut in cuts:
             text, _ = self.tokenizer.normalize(cut_text(cut))
             texts.append(text)
             tokens.append(self.tokenizer.encode(text))
         return {
-            "feats": feats.float(),
+            "feats": feats,
             "feat_lens": feat_lens.to(torch.int64),
             "tokens": tokens,
             "texts": texts,
@@ -427,15 +433,18 @@ def make_loader(
     rank: Optional[int] = None,
     num_cuts: Optional[int] = None,
     sorta_grad: bool = False,
+    input_transforms: Sequence[Callable] = (),
 ) -> BatchLoader:
     """A BatchLoader for training (shuffled, bucketed, optional speed perturbation, optional SortaGrad
-    first epoch) or validation (in order). `num_cuts`, when known, caps the buckets at half the cuts."""
+    first epoch, optional `input_transforms` of the raw features such as `qnet.augment.RoomNoise`) or
+    validation (in order). `num_cuts`, when known, caps the buckets at half the cuts."""
     if num_cuts is not None:
         num_buckets = min(num_buckets, num_cuts // 2)
     dataset = AsrDataset(
         tokenizer,
         make_input_strategy(on_the_fly_feats),
         make_cut_transforms(perturb_speed and train, on_the_fly_feats),
+        list(input_transforms) if train else [],
     )
     return BatchLoader(
         cuts,
@@ -489,20 +498,24 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return h.hexdigest()
 
 
-def train_index_key(paths: Sequence[str], tokenizer, max_utt_duration: Optional[float]) -> Dict[str, Any]:
-    """What a train-cuts index depends on: the manifests (path, size, mtime), tokenizer, duration limit."""
+def train_index_key(paths: Sequence[str], tokenizer, max_utt_duration: Optional[float],
+                    subsampling_factor: int = 2) -> Dict[str, Any]:
+    """What a train-cuts index depends on: the manifests (path, size, mtime), tokenizer, duration limit
+    and the model's subsampling (which decides the CTC-feasible cuts)."""
     files = []
     for p in paths:
         st = Path(p).stat()
         files.append([str(p), st.st_size, st.st_mtime_ns])
-    return {"files": files, "tokenizer": tokenizer_fingerprint(tokenizer), "max_utt_duration": max_utt_duration}
+    return {"files": files, "tokenizer": tokenizer_fingerprint(tokenizer), "max_utt_duration": max_utt_duration,
+            "subsampling_factor": subsampling_factor}
 
 
 # A manifest smaller than this (bytes, about 20k compressed cuts) is scanned in one process.
 SCAN_BYTES_PER_JOB = 4 << 20
 
 
-def _scan_shard(path: str, shard: int, num_shards: int, tokenizer, max_utt_duration: Optional[float]) -> FilterCounts:
+def _scan_shard(path: str, shard: int, num_shards: int, tokenizer, max_utt_duration: Optional[float],
+                subsampling_factor: int = 2) -> FilterCounts:
     """`_filter_summaries` of every num_shards-th cut of a manifest, starting at `shard`."""
     import itertools
 
@@ -510,11 +523,11 @@ def _scan_shard(path: str, shard: int, num_shards: int, tokenizer, max_utt_durat
         summaries = _manifest_summaries(path, FRAME_SHIFT, shard, num_shards)
     else:
         summaries = itertools.islice(_cut_summaries(load_cuts(path), FRAME_SHIFT), shard, None, num_shards)
-    return _filter_summaries(summaries, tokenizer, max_utt_duration, subsampling_factor=2)
+    return _filter_summaries(summaries, tokenizer, max_utt_duration, subsampling_factor=subsampling_factor)
 
 
 def build_train_index(paths: Sequence[str], tokenizer, max_utt_duration: Optional[float],
-                      num_jobs: int = 1) -> Dict[str, Any]:
+                      num_jobs: int = 1, subsampling_factor: int = 2) -> Dict[str, Any]:
     """Scan every training manifest once (`filter_cuts`' counting): per-file counts and the dropped
     cut ids. `num_jobs` processes scan every num_jobs-th cut each (843k LibriSpeech cuts take ~50 s
     of one CPU core)."""
@@ -527,15 +540,15 @@ def build_train_index(paths: Sequence[str], tokenizer, max_utt_duration: Optiona
         jobs = min(num_jobs, 1 + Path(path).stat().st_size // SCAN_BYTES_PER_JOB)
         if jobs > 1:
             with ProcessPoolExecutor(jobs) as ex:
-                shards = list(ex.map(_scan_shard, *zip(*[(str(path), k, jobs, tokenizer, max_utt_duration)
-                                                          for k in range(jobs)])))
+                shards = list(ex.map(_scan_shard, *zip(*[(str(path), k, jobs, tokenizer, max_utt_duration,
+                                                           subsampling_factor) for k in range(jobs)])))
         else:
-            shards = [_scan_shard(str(path), 0, 1, tokenizer, max_utt_duration)]
+            shards = [_scan_shard(str(path), 0, 1, tokenizer, max_utt_duration, subsampling_factor)]
         counts = FilterCounts()
         for shard in shards:
             counts.add(shard)
         files.append({"path": str(path), "counts": counts_to_dict(counts), "dropped": sorted(counts.dropped_ids)})
-    return {"key": train_index_key(paths, tokenizer, max_utt_duration), "files": files}
+    return {"key": train_index_key(paths, tokenizer, max_utt_duration, subsampling_factor), "files": files}
 
 
 def read_train_index(index_path, key: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -579,7 +592,7 @@ def open_indexed_train_cuts(index: Dict[str, Any], seed: int = 0):
 
 def load_train_cuts(paths: Sequence[str], tokenizer, max_utt_duration: Optional[float], seed: int = 0,
                     index_path=None, is_main: bool = True, barrier: Optional[Callable[[], None]] = None,
-                    num_jobs: int = 1):
+                    num_jobs: int = 1, subsampling_factor: int = 2):
     """Training cuts, filtered (see `filter_cuts`), with their counts: (cuts, total, per-manifest counts).
 
     With `index_path` the scan happens once: the main process (DDP rank 0) writes the index there
@@ -591,12 +604,12 @@ def load_train_cuts(paths: Sequence[str], tokenizer, max_utt_duration: Optional[
 
     index = None
     if index_path is not None:
-        key = train_index_key(paths, tokenizer, max_utt_duration)
+        key = train_index_key(paths, tokenizer, max_utt_duration, subsampling_factor)
         index = read_train_index(index_path, key)
         if index is None and is_main:
             import json
 
-            index = build_train_index(paths, tokenizer, max_utt_duration, num_jobs)
+            index = build_train_index(paths, tokenizer, max_utt_duration, num_jobs, subsampling_factor)
             atomic_write_text(index_path, json.dumps(index))
         if barrier is not None:
             barrier()
@@ -605,7 +618,7 @@ def load_train_cuts(paths: Sequence[str], tokenizer, max_utt_duration: Optional[
             if index is None:
                 raise RuntimeError(f"{index_path}: the main process wrote no index for {list(paths)}")
     else:
-        index = build_train_index(paths, tokenizer, max_utt_duration, num_jobs)
+        index = build_train_index(paths, tokenizer, max_utt_duration, num_jobs, subsampling_factor)
     return open_indexed_train_cuts(index, seed)
 
 

@@ -95,8 +95,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--freq-warp", type=float, default=0.0,
                    help="VTLP-style frequency warp by a random factor in [1 - x, 1 + x] per utterance (0 = off)")
 
+    g.add_argument("--room-noise", type=float, default=0.0,
+                   help="probability of feature-domain reverberation, and (separately) of additive noise, per "
+                        "training utterance (qnet.augment.RoomNoise; 0 = off)")
     g = parser.add_argument_group("optimization")
     g.add_argument("--num-epochs", type=int, default=10)
+    g.add_argument("--optimizer", choices=("novograd", "adamw"), default="novograd",
+                   help="NovoGrad (the paper's, NeMo's) or AdamW (betas/eps/weight decay as given)")
     g.add_argument("--lr", type=float, default=0.01)
     g.add_argument("--betas", type=float, nargs=2, default=(0.95, 0.5))
     g.add_argument("--eps", type=float, default=1e-8)
@@ -107,7 +112,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, default=0,
                    help="schedule length; default num-epochs x batches per epoch (counted at the start)")
     g.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm to this (0 = off)")
-    g.add_argument("--ctc-backend", choices=("k2", "torch"), default=None, help="default: k2 when importable")
+    g.add_argument("--ctc-backend", choices=("k2", "torch"), default=None,
+                   help="default: torch (same loss as k2's; k2's costs ~12x more time on CPU)")
     g.add_argument("--amp", choices=("auto", "fp16", "bf16", "none"), default="auto",
                    help="mixed precision (torch.autocast; fp16 with a GradScaler): auto = fp16 on CUDA, none on "
                         "CPU; bf16 also works on CPU")
@@ -410,8 +416,8 @@ class Trainer:
 
         self._seed_everything(args.seed + self.dist.rank)
         self._setup_tokens()
+        self._setup_model()  # before the data: its subsampling decides which cuts CTC can align
         self._setup_data()
-        self._setup_model()
         self._setup_optimization()
         self.history: List[Dict[str, Any]] = []
         self.step = 0
@@ -456,6 +462,7 @@ class Trainer:
             a.train_cuts, self.tokenizer, a.max_utt_duration, seed=a.seed,
             index_path=self.exp_dir / "train_cuts_index.json", is_main=self.dist.is_main,
             barrier=dist.barrier if self.dist.is_distributed else None, num_jobs=min(8, os.cpu_count() or 1),
+            subsampling_factor=self.model.config.subsampling_factor,
         )
         if len(per_file) > 1:
             for path, c in zip(a.train_cuts, per_file):
@@ -472,13 +479,20 @@ class Trainer:
             world_size=self.dist.world_size,
             rank=self.dist.rank,
         )
+        input_transforms = []
+        if a.room_noise > 0.0:
+            from qnet.augment import RoomNoise
+
+            input_transforms.append(RoomNoise(p_reverb=a.room_noise, p_noise=a.room_noise))
+            logging.info("training input transforms: %s", input_transforms)
         self.train_loader = make_loader(
             train_cuts, self.tokenizer, a.max_duration, train=True, perturb_speed=a.perturb_speed,
-            num_cuts=counts.kept, sorta_grad=a.sorta_grad, **common
+            num_cuts=counts.kept, sorta_grad=a.sorta_grad, input_transforms=input_transforms, **common
         )
         self.valid_loader = None
         if a.valid_cuts:
-            valid_cuts, vcounts = filter_cuts(load_cuts(a.valid_cuts), self.tokenizer, max_utt_duration=None)
+            valid_cuts, vcounts = filter_cuts(load_cuts(a.valid_cuts), self.tokenizer, max_utt_duration=None,
+                                              subsampling_factor=self.model.config.subsampling_factor)
             logging.info("validation cuts: %s", vcounts)
             if vcounts.kept:
                 self.valid_loader = make_loader(valid_cuts, self.tokenizer, a.max_duration, train=False, **common)
@@ -538,14 +552,14 @@ class Trainer:
         a = self.args
         self.ctc = CtcLoss(a.ctc_backend)
         logging.info("CTC: %s backend, loss = mean over utterances of per-utterance NLL, zero_infinity", self.ctc.backend)
-        self.optimizer = NovoGrad(
-            self.model.parameters(),
-            lr=a.lr,
-            betas=tuple(a.betas),
-            eps=a.eps,
-            weight_decay=a.weight_decay,
-            grad_averaging=a.grad_averaging,
-        )
+        if a.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=a.lr, betas=tuple(a.betas), eps=a.eps,
+                                               weight_decay=a.weight_decay)
+        else:
+            self.optimizer = NovoGrad(self.model.parameters(), lr=a.lr, betas=tuple(a.betas), eps=a.eps,
+                                      weight_decay=a.weight_decay, grad_averaging=a.grad_averaging)
+        logging.info("optimizer: %s, lr %g, betas %s, weight decay %g", type(self.optimizer).__name__, a.lr,
+                     tuple(a.betas), a.weight_decay)
         self.steps_per_epoch_exact = True
         if a.max_steps > 0:
             self.steps_per_epoch = None

@@ -84,7 +84,7 @@ def test_greedy_decode_collapses_and_drops_blank():
 
 
 def test_backend_choice_and_errors():
-    assert default_backend() == ("k2" if k2_available() else "torch")
+    assert default_backend() == "torch"  # k2 only when asked: the same loss, slower on CPU (bench_cpu_procs.py)
     with pytest.raises(ValueError):
         CtcLoss("warp")
     with pytest.raises(ValueError):

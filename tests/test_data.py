@@ -307,3 +307,22 @@ def test_large_corpora_estimate_the_epoch_then_count_it(corpus, tmp_path, monkey
     assert ckpt["steps_per_epoch"] == true and ckpt["steps_per_epoch_exact"]
     assert ckpt["scheduler"]["max_steps"] == 2 * true and ckpt["step"] == 2 * true
     assert (exp / "train_cuts_index.json").is_file()
+
+
+def test_the_model_subsampling_decides_which_cuts_ctc_can_align(tmp_path):
+    """A stride-3 model has a third of the frames: the filter and the index scan drop by its factor."""
+    from lhotse import CutSet
+
+    import qnet.data as data
+
+    cuts = CutSet.from_cuts([_cut("fits2", 0.06, "abc"), _cut("fits3", 0.09, "abc"), _cut("ok", 1.0, "hello")])
+    kept2, _ = filter_cuts(cuts, CharTokenizer(), 16.7, subsampling_factor=2)
+    kept3, counts3 = filter_cuts(cuts, CharTokenizer(), 16.7, subsampling_factor=3)
+    assert sorted(c.id for c in kept2) == ["fits2", "fits3", "ok"]
+    assert sorted(c.id for c in kept3) == ["fits3", "ok"] and counts3.examples["too_short_for_ctc"] == ["fits2"]
+    path = tmp_path / "train.jsonl.gz"
+    cuts.to_file(path)
+    index = data.build_train_index([str(path)], CharTokenizer(), 16.7, subsampling_factor=3)
+    assert index["files"][0]["dropped"] == ["fits2"]
+    # an index made for another subsampling is not reused
+    assert index["key"] != data.train_index_key([str(path)], CharTokenizer(), 16.7, subsampling_factor=2)

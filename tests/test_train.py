@@ -47,7 +47,7 @@ def _states_equal(a, b, atol=1e-6):
 
 def test_training_writes_checkpoints_logs_and_plot(corpus, tmp_path):
     exp = tmp_path / "exp"
-    # the default CTC backend (k2 where it imports)
+    # the default CTC backend (torch)
     args = train_args(corpus, exp, "--max-duration", "9", "--num-epochs", "2", "--save-every-n", "2", "--keep-last-k", "1",
                       "--tensorboard", "true")
     assert train_cli.main(args) == 0
@@ -283,6 +283,25 @@ def test_mini_model_learns_a_tiny_tts_corpus(learned):
     assert train[-1] < train[0] / 10
     assert valid[-1]["loss"] < valid[0]["loss"] / 10
     assert valid[-1]["wer"] < 35.0, [round(v["wer"], 1) for v in valid]
+
+
+def test_train_sh_cpu_procs_runs_data_parallel_processes_of_one_thread(corpus, tmp_path):
+    exp = tmp_path / "procs"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{ROOT / 'utils'}:{ROOT / 'steps'}:{os.environ['PATH']}",
+           "PYTHONPATH": str(ROOT)}
+    cmd = ["bash", "steps/train.sh", "--num-gpus", "0", "--cpu-procs", "2", "--model", "mini-s3", "--num-epochs", "1",
+           "--max-duration", "6", "--train-cuts", str(corpus["train_cuts"]), "--valid-cuts", str(corpus["valid_cuts"]),
+           "--train-opts", "--num-threads 2 --num-workers 0 --num-buckets 2 --warmup-steps 2 --optimizer adamw --lr 0.001",
+           str(corpus["lang_dir"]), str(exp), "--", "--tensorboard", "false"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    log = next((exp / "log").glob("log-train-*.txt")).read_text()
+    assert "world size 2" in log and "optimizer: AdamW, lr 0.001" in log
+    line = next(l for l in log.splitlines() if "DDP replicas in sync check" in l)
+    assert float(line.split("difference")[1].split()[0]) == 0.0
+    ckpt = torch.load(exp / "epoch-1.pt")
+    assert ckpt["sampler"]["world_size"] == 2 and ckpt["args"]["num_threads"] == 1  # the last --num-threads wins
+    assert ckpt["model_config"]["blocks"][0]["stride"] == 3 and ckpt["args"]["optimizer"] == "adamw"
 
 
 def test_train_sh_and_average_sh(corpus, tmp_path):

@@ -43,17 +43,20 @@ lm_order=3                     # n-gram order of the LM inside HLG
 rescore_order=4                # n-gram order of the rescoring LM
 
 # Model and training (the same budget for both systems)
-model=mini
-num_threads=2
-num_epochs=18                  # 3-fold speed-perturbed epochs (~6,800 s of audio each)
-max_duration=30                # seconds of audio per batch: small batches, more updates for a small corpus
+model=mini-s3                  # the architecture of egs/mini's pretrained model, so both systems are alike
+num_threads=1                  # torch threads of each training process
+cpu_procs=2                    # data-parallel training processes (steps/train.sh --cpu-procs)
+num_epochs=30                  # 3-fold speed-perturbed epochs (~6,800 s of audio each)
+max_duration=20                # seconds of audio per batch and process: small batches, more updates
 lr=0.01
 finetune_lr=0.005
-train_opts="--warmup-steps 300 --spec-cutout false"
+# 74 real speakers: SpecAugment (2 frequency strips of <= 15 bins, 2 time strips of <= 5% of the
+# utterance) and the frequency warp against fitting the training speakers
+train_opts="--warmup-steps 300 --spec-cutout false --spec-augment true --time-width 0.05 --freq-warp 0.1 --num-workers 0"
 avg=3
 scratch=true
 finetune=true
-pretrained=../mini/exp/librispeech/quartznet_mini_lang_char/averaged-avg-2.pt   # or scratch: this run's stage-5 model
+pretrained=../mini/exp/librispeech/quartznet_mini-s3_lang_char/averaged-avg-2.pt   # or scratch: this run's stage-5 model
 
 # Decoding
 decode_methods="greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring"
@@ -133,7 +136,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   stage_done 4 $t "LMs and HLG"
 fi
 
-train_common=(--cmd "$cuda_cmd" --num-gpus 0 --num-epochs "$num_epochs" --max-duration "$max_duration"
+train_common=(--cmd "$cuda_cmd" --num-gpus 0 --cpu-procs "$cpu_procs" --num-epochs "$num_epochs" --max-duration "$max_duration"
               --train-cuts "$fbank_dir/${prefix}_cuts_train.jsonl.gz" --valid-cuts "$fbank_dir/${prefix}_cuts_dev.jsonl.gz"
               --train-opts "--num-threads $num_threads $train_opts")
 

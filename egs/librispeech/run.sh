@@ -52,6 +52,7 @@ lm_prune_rescore=""            # lmplz count pruning of the 4-gram used for resc
 # Model and training
 model=15x5                     # a qnet.model config name: 15x5 10x5 5x5 5x3 small mini tiny
 num_gpus=1                     # GPUs per node: 0 = CPU, 1, or >1 = torchrun --nproc_per_node
+cpu_procs=1                    # with --num-gpus 0: data-parallel CPU processes of one thread (steps/train.sh)
 num_nodes=1                    # >1: inside a SLURM allocation, srun one task per GPU (see docs/RECIPES.md)
 num_epochs=400
 max_duration=400               # seconds of audio per batch and GPU
@@ -162,7 +163,7 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: train QuartzNet $model in $model_dir"
-  steps/train.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --num-nodes "$num_nodes" --model "$model" --num-epochs "$num_epochs" \
+  steps/train.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --cpu-procs "$cpu_procs" --num-nodes "$num_nodes" --model "$model" --num-epochs "$num_epochs" \
     --max-duration "$max_duration" --lr "$lr" --init-from "$init_from" --train-opts "$train_opts" \
     --keep-last-epochs "$keep_last_epochs" --train-cuts "$train_all_cuts" --valid-cuts "$fbank_dir/${prefix}_cuts_${dev_sets[0]}.jsonl.gz" \
     "$lang_dir" "$model_dir"

@@ -28,7 +28,7 @@ stop_stage=3
 smoke=false          # true: conf/*_smoke.conf, the smoke corpus and the tiny model
 seed=0               # seed of the corpora (same seed -> same files) and of training in both recipes
 nj=2                 # parallel jobs (synthesis, features, decoding)
-model=               # model pretrained in stage 1 and trained from scratch in stage 2 (default: mini; smoke: tiny)
+model=               # model pretrained in stage 1 and trained from scratch in stage 2 (default: mini-s3; smoke: tiny)
 avg=                 # epochs averaged in both recipes (default: 2; smoke: 1)
 ls_opts=""           # more egs/librispeech/run.sh options, e.g. "--num-epochs 40" (split on spaces: for
                      # values with spaces pass "--config FILE", which overrides conf/librispeech.conf)
@@ -53,7 +53,7 @@ run_sfx=$sfx
 # Each recipe's conf holds its qnet.bin.train options; the run's seed is added to them.
 ls_train_opts="$(. "$ls_conf"; echo "$train_opts") --seed $seed"
 wsj_train_opts="$(. "$wsj_conf"; echo "$train_opts") --seed $seed"
-[ -n "$model" ] || { if $smoke; then model=tiny; else model=mini; fi; }
+[ -n "$model" ] || { if $smoke; then model=tiny; else model=mini-s3; fi; }
 [ -n "$avg" ] || { if $smoke; then avg=1; else avg=2; fi; }
 synth=$data_dir/synth
 ls_model_dir=$exp_dir/librispeech/quartznet_${model}_lang_char

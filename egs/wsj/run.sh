@@ -47,6 +47,7 @@ lm_prune_rescore=""
 
 # Training: shared options, then the two systems
 num_gpus=1                     # GPUs per node: 0 = CPU, 1, or >1 = torchrun --nproc_per_node
+cpu_procs=1                    # with --num-gpus 0: data-parallel CPU processes of one thread (steps/train.sh)
 num_nodes=1                    # >1: inside a SLURM allocation, srun one task per GPU (see docs/RECIPES.md)
 max_duration=400
 train_opts=""                  # more qnet.bin.train options for both systems
@@ -143,14 +144,14 @@ data_opts=(--train-cuts "$fbank_dir/${prefix}_cuts_$train_set-shuf.jsonl.gz" --k
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ] && $finetune; then
   log "Stage 4: fine-tune $pretrained in $ft_dir"
   [ -f "$pretrained" ] || { echo "$0: --pretrained $pretrained does not exist (train egs/librispeech, or give a .nemo)" >&2; exit 1; }
-  steps/train.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --num-nodes "$num_nodes" --init-from "$pretrained" \
+  steps/train.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --cpu-procs "$cpu_procs" --num-nodes "$num_nodes" --init-from "$pretrained" \
     --num-epochs "$finetune_epochs" --lr "$finetune_lr" --max-duration "$max_duration" \
     --train-opts "$train_opts" "${data_opts[@]}" "$lang_dir" "$ft_dir"
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ] && $scratch; then
   log "Stage 5: train $scratch_model from scratch in $scratch_dir"
-  steps/train.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --num-nodes "$num_nodes" --model "$scratch_model" \
+  steps/train.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --cpu-procs "$cpu_procs" --num-nodes "$num_nodes" --model "$scratch_model" \
     --num-epochs "$scratch_epochs" --lr "$scratch_lr" --max-duration "$max_duration" \
     --train-opts "$train_opts" "${data_opts[@]}" "$lang_dir" "$scratch_dir"
 fi
