@@ -4,7 +4,7 @@ default beam (100) with the same ARPA.
 
     . path.sh && nice python bench/bench_decode.py [--num-utts 200] [--work-dir /tmp/bench_decode]
     nice python bench/bench_decode.py --log-probs exp/test_log_probs.pt   # a real model's outputs
-    nice python bench/bench_decode.py --model egs/mini/exp/librispeech/quartznet_mini_lang_char/averaged-avg-2.pt \
+    nice python bench/bench_decode.py --model egs/mini/exp/librispeech/quartznet_mini-s3_lang_char/averaged-avg-2.pt \
         --cuts egs/mini/data/librispeech/fbank/librispeech_cuts_test-clean.jsonl.gz --repeats 3 --blank-skip 0.999
 
 Without --log-probs, the log-probs are synthetic "peaky" CTC outputs made from held-out sentences of the

@@ -11,7 +11,7 @@
 #   --num-gpus 1          GPUs per node: 0 = CPU, 1 = one GPU, >1 = torchrun --nproc_per_node N (DDP)
 #   --cpu-procs 1         with --num-gpus 0: N data-parallel CPU processes (torchrun, gloo), one thread each.
 #                         Small models use threads poorly: on 2 cores, 2 processes of 1 thread trained the
-#                         mini models ~2.5x faster than 1 process of 2 threads (bench/README.md). The batch
+#                         mini models 2.2x faster than 1 process of 2 threads (bench/README.md). The batch
 #                         is then N x --max-duration.
 #   --num-nodes 1         >1 only inside a SLURM allocation (srun, one task per GPU); to submit a
 #                         multi-node job use conf/train_multinode.sbatch instead

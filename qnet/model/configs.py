@@ -27,8 +27,9 @@ that must run in seconds (it learns nothing useful). These are 'same'-padded Qua
 "mini-s3" and "wide-s3" subsample by 3 (33 encoder frames per second, still above the 27 characters
 per second, repeats included, of the fastest synthetic utterances), with the kernels shortened to keep
 their span in seconds: a third less work per second of audio than a stride-2 model of the same
-widths, which on 2 CPU cores is a third more training in the same time. egs/mini pretrains mini-s3
-and egs/an4 trains wide-s3.
+widths, which on 2 CPU cores is a third more training in the same time. egs/mini pretrains mini-s3 and
+egs/an4 trains and fine-tunes it; wide-s3 is for more time than their budgets (it learned more slowly per
+epoch in both).
 """
 
 import copy
@@ -164,8 +165,8 @@ _DESCRIPTIONS = {
     "small": "CPU: 5 blocks x R3, 192-256 channels (1.5M params)",
     "mini": "CPU: 3 blocks x R3, 128-192 channels, short kernels (0.4M params, synthetic mini corpus)",
     "tiny": "CPU smoke tests: 2 blocks x R2, 32-48 channels (27k params)",
-    "mini-s3": "CPU: mini with C1 stride 3 and shorter kernels (0.39M params; egs/mini)",
-    "wide-s3": "CPU: mini-s3 with 192-256 channels (0.76M params; egs/an4)",
+    "mini-s3": "CPU: mini with C1 stride 3 and shorter kernels (0.39M params; egs/mini, egs/an4)",
+    "wide-s3": "CPU: mini-s3 with 192-256 channels (0.76M params)",
 }
 
 
