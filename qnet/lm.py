@@ -245,13 +245,16 @@ def _parse_fst_lines(lines: List[bytes], fst_txt, first_lineno: int):
     rows = []
     for lineno, line in enumerate(lines, first_lineno):
         fields = line.split()
-        if len(fields) >= 4:
-            rows.append((int(fields[0]), int(fields[1]), int(fields[2]), int(fields[3]),
-                         float(fields[4]) if len(fields) > 4 else 0.0))
-        elif len(fields) <= 2:  # a final state, with an optional cost
-            rows.append((int(fields[0]), -1, -1, -1, float(fields[1]) if len(fields) == 2 else 0.0))
-        else:
-            raise ValueError(f"{fst_txt}:{lineno}: not an OpenFst text line: {line[:100]!r}")
+        try:
+            if len(fields) >= 4:
+                rows.append((int(fields[0]), int(fields[1]), int(fields[2]), int(fields[3]),
+                             float(fields[4]) if len(fields) > 4 else 0.0))
+            elif len(fields) <= 2:  # a final state, with an optional cost
+                rows.append((int(fields[0]), -1, -1, -1, float(fields[1]) if len(fields) == 2 else 0.0))
+            else:
+                raise ValueError("wrong number of fields")
+        except ValueError:
+            raise ValueError(f"{fst_txt}:{lineno}: not an OpenFst text line: {line[:100]!r}") from None
     cols = list(zip(*rows))
     return tuple(np.array(c, dtype=np.float32 if i == 4 else np.int32) for i, c in enumerate(cols))
 
@@ -269,6 +272,10 @@ def read_openfst_text(fst_txt: PathLike, keep_aux_labels: bool = True, chunk_byt
     columns: List[list] = [[], [], [], [], []]
     lineno = 1
     with open(fst_txt, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":  # a zip archive: torch.save's format
+            raise ValueError(f"{fst_txt} is a torch file (a cached G.pt?), not OpenFst text: pass the G .fst.txt; "
+                             f"its .pt cache next to it is used automatically")
+        f.seek(0)
         while True:
             lines = f.readlines(chunk_bytes)
             if not lines:

@@ -78,6 +78,13 @@ def test_streaming_openfst_reader_matches_k2(tmp_path):
         assert torch.equal(k2.arc_sort(ours).arcs.values()[:, :3], k2.arc_sort(ref).arcs.values()[:, :3])
         assert torch.allclose(k2.arc_sort(ours).scores, k2.arc_sort(ref).scores)
         assert torch.equal(k2.arc_sort(ours).aux_labels, k2.arc_sort(ref).aux_labels)
+    bad = tmp_path / "bad.fst.txt"
+    bad.write_text("0 1 5 5 1.5\n0 x 6 6\n")
+    with pytest.raises(ValueError, match=r"bad.fst.txt:2: not an OpenFst text line"):
+        read_openfst_text(bad)
+    torch.save({"arcs": torch.zeros(1)}, tmp_path / "G.pt")
+    with pytest.raises(ValueError, match="G.pt is a torch file"):
+        read_openfst_text(tmp_path / "G.pt")
 
 
 def test_G_cache_is_built_once_before_the_decode_jobs(tmp_path, monkeypatch):
