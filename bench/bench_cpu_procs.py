@@ -7,9 +7,9 @@ and prints the median logged throughput (seconds of audio per second of wall tim
 after the first --skip steps. The runs are back to back on the same machine, so their ratios are what
 to compare across machines; the absolute numbers are not.
 
-    python bench/bench_cpu_procs.py --lang-dir egs/mini/data/librispeech/lang_char \
-        --train-cuts egs/mini/data/librispeech/fbank/librispeech_cuts_train-all-shuf.jsonl.gz --model mini3s
-(run from the directory the manifests' feature paths are relative to, e.g. egs/mini)
+    cd egs/mini && python ../../bench/bench_cpu_procs.py --lang-dir data/librispeech/lang_char \
+        --train-cuts data/librispeech/fbank/librispeech_cuts_train-all-shuf.jsonl.gz --model mini-s3 --max-duration 25
+(from the directory the manifests' feature paths are relative to)
 """
 
 import argparse
@@ -55,7 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lang-dir", required=True)
     p.add_argument("--train-cuts", required=True, nargs="+")
-    p.add_argument("--model", default="mini3s")
+    p.add_argument("--model", default="mini-s3")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 2, help="N: threads of the one process")
     p.add_argument("--steps", type=int, default=150, help="training steps per run (per process)")
     p.add_argument("--skip", type=int, default=30, help="steps left out of the median (start-up)")

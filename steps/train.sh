@@ -15,7 +15,7 @@
 #                         is then N x --max-duration.
 #   --num-nodes 1         >1 only inside a SLURM allocation (srun, one task per GPU); to submit a
 #                         multi-node job use conf/train_multinode.sbatch instead
-#   --model NAME          15x5, 10x5, 5x5, 5x3, small, mini, tiny (empty: the --init-from checkpoint's)
+#   --model NAME          15x5, 10x5, 5x5, 5x3, small, mini, mini-s3, wide-s3, tiny (empty: the --init-from checkpoint's)
 #   --num-epochs, --max-duration, --lr      the usual qnet.bin.train options
 #   --init-from CKPT      fine-tune from a qnet checkpoint or a .nemo (weights only)
 #   --train-cuts "F ..."  training manifests (space-separated); --valid-cuts F

@@ -44,7 +44,8 @@ rescore_order=4                # n-gram order of the rescoring LM
 
 # Model and training (the same budget for both systems)
 model=mini-s3                  # the architecture of egs/mini's pretrained model, so both systems are alike
-num_threads=1                  # torch threads of each training process
+num_threads=1                  # torch threads of the training process with --cpu-procs 1 (steps/train.sh gives
+                               # each of several processes one)
 cpu_procs=2                    # data-parallel training processes (steps/train.sh --cpu-procs)
 num_epochs=30                  # 3-fold speed-perturbed epochs (~6,800 s of audio each)
 max_duration=20                # seconds of audio per batch and process: small batches, more updates

@@ -50,7 +50,7 @@ lm_prune_hlg="0 1 1"           # lmplz count pruning of the 3-gram used inside H
 lm_prune_rescore=""            # lmplz count pruning of the 4-gram used for rescoring
 
 # Model and training
-model=15x5                     # a qnet.model config name: 15x5 10x5 5x5 5x3 small mini tiny
+model=15x5                     # a qnet.model config name: 15x5 10x5 5x5 5x3 small mini mini-s3 wide-s3 tiny
 num_gpus=1                     # GPUs per node: 0 = CPU, 1, or >1 = torchrun --nproc_per_node
 cpu_procs=1                    # with --num-gpus 0: data-parallel CPU processes of one thread (steps/train.sh)
 num_nodes=1                    # >1: inside a SLURM allocation, srun one task per GPU (see docs/RECIPES.md)
