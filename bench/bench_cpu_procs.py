@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SPEED = re.compile(r"epoch \d+ step (\d+): .* ([0-9.]+) s of audio/s")
 
 
@@ -34,12 +36,13 @@ def run(procs: int, threads: int, ctc: str, args: argparse.Namespace, work: Path
              "--exit-after-steps", str(args.steps), "--log-interval", "10", "--spec-cutout", "false",
              "--num-epochs", "100", "--ctc-backend", ctc]
     if procs > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-               "--nproc_per_node", str(procs), "-m", "qnet.bin.train", *train]
+        cmd = ["bash", str(ROOT / "utils" / "torchrun_local.sh"), str(procs), "-m", "qnet.bin.train", *train]
     else:
         cmd = [sys.executable, "-m", "qnet.bin.train", *train]
     t0 = time.time()
-    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # torchrun_local.sh finds torchrun and python3 on PATH: this interpreter's first
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     wall = time.time() - t0
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}")

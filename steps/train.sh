@@ -88,7 +88,7 @@ args+=($train_opts "${extra[@]}")
 if [ "$num_gpus" -eq 0 ] && [ "$cpu_procs" -gt 1 ]; then
   # the last --num-threads wins: one thread per process
   args+=(--device cpu --num-threads 1)
-  launcher=(torchrun --standalone --nnodes 1 --nproc_per_node "$cpu_procs" -m qnet.bin.train)
+  launcher=(utils/torchrun_local.sh "$cpu_procs" -m qnet.bin.train)
   gpu_opt=()
 elif [ "$num_gpus" -eq 0 ]; then
   args+=(--device cpu)
@@ -104,7 +104,7 @@ elif [ "$num_nodes" -gt 1 ]; then
   gpu_opt=()
   cmd=run.pl  # already inside the allocation
 elif [ "$num_gpus" -gt 1 ]; then
-  launcher=(torchrun --standalone --nnodes 1 --nproc_per_node "$num_gpus" -m qnet.bin.train)
+  launcher=(utils/torchrun_local.sh "$num_gpus" -m qnet.bin.train)
   gpu_opt=(--gpu "$num_gpus")
 else
   launcher=(python -m qnet.bin.train)

@@ -55,7 +55,7 @@ if [ "$num_gpus" -eq 0 ]; then
   launcher=(python -m qnet.bin.train_nnlm)
   gpu_opt=()
 elif [ "$num_gpus" -gt 1 ]; then
-  launcher=(torchrun --standalone --nnodes 1 --nproc_per_node "$num_gpus" -m qnet.bin.train_nnlm)
+  launcher=(utils/torchrun_local.sh "$num_gpus" -m qnet.bin.train_nnlm)
   gpu_opt=(--gpu "$num_gpus")
 else
   launcher=(python -m qnet.bin.train_nnlm)
