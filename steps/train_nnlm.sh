@@ -8,6 +8,7 @@
 # Options:
 #   --cmd run.pl          job dispatcher ($cuda_cmd from cmd.sh); gets --gpu N when --num-gpus > 0
 #   --num-gpus 1          0 = CPU, 1 = one GPU, >1 = torchrun --nproc_per_node N (DDP)
+#   --cpu-procs 1         with --num-gpus 0: N data-parallel CPU processes (torchrun, gloo), one thread each
 #   --model-size base     tiny, small, base, large (qnet/nnlm.py SIZES); --kind transformer|lstm
 #   --vocab-size 0        most frequent words of the text kept (0: all)
 #   --num-epochs, --max-tokens, --lr       the usual qnet.bin.train_nnlm options
@@ -20,6 +21,7 @@ set -euo pipefail
 
 cmd=run.pl
 num_gpus=1
+cpu_procs=1
 model_size=base
 kind=transformer
 vocab_size=0
@@ -27,7 +29,7 @@ num_epochs=10
 max_tokens=8000
 lr=0.001
 train_opts=
-help_message="Usage: $0 [--cmd run.pl] [--num-gpus 1] [--model-size base] [--kind transformer|lstm]
+help_message="Usage: $0 [--cmd run.pl] [--num-gpus 1] [--cpu-procs 1] [--model-size base] [--kind transformer|lstm]
   [--vocab-size 0] [--num-epochs 10] [--max-tokens 8000] [--lr 0.001] [--train-opts \"...\"] <lm-text> <exp-dir>"
 
 echo "$0 $*"
@@ -50,7 +52,12 @@ args=(--text "$text" --exp-dir "$exp_dir" --model-size "$model_size" --kind "$ki
       --num-epochs "$num_epochs" --max-tokens "$max_tokens" --lr "$lr")
 # shellcheck disable=SC2206
 args+=($train_opts)
-if [ "$num_gpus" -eq 0 ]; then
+if [ "$num_gpus" -eq 0 ] && [ "$cpu_procs" -gt 1 ]; then
+  # the last --num-threads wins: one thread per process
+  args+=(--device cpu --num-threads 1)
+  launcher=(utils/torchrun_local.sh "$cpu_procs" -m qnet.bin.train_nnlm)
+  gpu_opt=()
+elif [ "$num_gpus" -eq 0 ]; then
   args+=(--device cpu)
   launcher=(python -m qnet.bin.train_nnlm)
   gpu_opt=()

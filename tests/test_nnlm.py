@@ -4,7 +4,6 @@ n-best rescoring that puts the n-gram's answer right."""
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -158,20 +157,19 @@ def test_kill9_then_same_command_resumes_exactly(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_on_cpu(tmp_path):
+    """steps/train_nnlm.sh --num-gpus 0 --cpu-procs 2: two one-thread gloo ranks (utils/torchrun_local.sh)."""
     text = _lm_text(tmp_path)
     exp = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "qnet.bin.train_nnlm", *_args(text, exp, "--num-epochs", "1", "--save-every-n", "0")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "PATH": f"{Path(sys.executable).parent}:{ROOT / 'utils'}:{os.environ['PATH']}"}
+    train_opts = " ".join(_args(text, exp)[6:] + ["--save-every-n", "0"])  # past --text/--exp-dir/--model-size
+    cmd = ["bash", "steps/train_nnlm.sh", "--num-gpus", "0", "--cpu-procs", "2", "--model-size", "tiny",
+           "--num-epochs", "1", "--max-tokens", "200", "--lr", "3e-3", "--train-opts", train_opts, str(text), str(exp)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_log = exp / "log" / "train_nnlm.log"
+    assert proc.returncode == 0, proc.stderr[-2000:] + (run_log.read_text()[-3000:] if run_log.exists() else "")
+    assert (exp / ".done").exists()
     log = next((exp / "log").glob("*.txt")).read_text()
     assert "world size 2" in log and "held-out perplexity" in log
     ckpt = torch.load(exp / "epoch-1.pt")

@@ -52,7 +52,7 @@ lm_prune_rescore=""            # lmplz count pruning of the 4-gram used for resc
 # Model and training
 model=15x5                     # a qnet.model config name: 15x5 10x5 5x5 5x3 small mini mini-s3 wide-s3 tiny
 num_gpus=1                     # GPUs per node: 0 = CPU, 1, or >1 = torchrun --nproc_per_node
-cpu_procs=1                    # with --num-gpus 0: data-parallel CPU processes of one thread (steps/train.sh)
+cpu_procs=1                    # with --num-gpus 0: data-parallel CPU processes of one thread (steps/train.sh, train_nnlm.sh)
 num_nodes=1                    # >1: inside a SLURM allocation, srun one task per GPU (see docs/RECIPES.md)
 num_epochs=400
 max_duration=400               # seconds of audio per batch and GPU
@@ -155,7 +155,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     log "Stage 4: neural LM ($nnlm_kind $nnlm_size) in $nnlm_dir"
     local/librispeech_lm.sh --phase lm-text --url "$lm_url" --dl-dir "$dl_dir/lm" --text "$lm_text" \
       "$manifest_dir" "$lm_dir"
-    steps/train_nnlm.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --model-size "$nnlm_size" --kind "$nnlm_kind" \
+    steps/train_nnlm.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --cpu-procs "$cpu_procs" --model-size "$nnlm_size" --kind "$nnlm_kind" \
       --vocab-size "$nnlm_vocab_size" --num-epochs "$nnlm_epochs" --max-tokens "$nnlm_max_tokens" --lr "$nnlm_lr" \
       --train-opts "$nnlm_opts" "${lm_text:-$dl_dir/lm/librispeech-lm-norm.txt.gz}" "$nnlm_dir"
   fi

@@ -47,7 +47,7 @@ lm_prune_rescore=""
 
 # Training: shared options, then the two systems
 num_gpus=1                     # GPUs per node: 0 = CPU, 1, or >1 = torchrun --nproc_per_node
-cpu_procs=1                    # with --num-gpus 0: data-parallel CPU processes of one thread (steps/train.sh)
+cpu_procs=1                    # with --num-gpus 0: data-parallel CPU processes of one thread (steps/train.sh, train_nnlm.sh)
 num_nodes=1                    # >1: inside a SLURM allocation, srun one task per GPU (see docs/RECIPES.md)
 max_duration=400
 train_opts=""                  # more qnet.bin.train options for both systems
@@ -132,7 +132,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   steps/make_hlg.sh "$lang_dir" "$lm_dir/G_3_gram.fst.txt"
   if $use_nnlm; then
     log "Stage 3: neural LM ($nnlm_kind $nnlm_size) in $nnlm_dir"
-    steps/train_nnlm.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --model-size "$nnlm_size" --kind "$nnlm_kind" \
+    steps/train_nnlm.sh --cmd "$cuda_cmd" --num-gpus "$num_gpus" --cpu-procs "$cpu_procs" --model-size "$nnlm_size" --kind "$nnlm_kind" \
       --vocab-size "$nnlm_vocab_size" --num-epochs "$nnlm_epochs" --max-tokens "$nnlm_max_tokens" --lr "$nnlm_lr" \
       --train-opts "$nnlm_opts" "$manifest_dir/wsj_lm_text.txt" "$nnlm_dir"
   fi
