@@ -649,11 +649,9 @@ class NnlmTrainer:
             self.tb.close()
             self.tb = None
         if self.dist.is_distributed:
-            import torch.distributed as dist
+            from qnet.trainer import leave_process_group
 
-            if dist.is_initialized():
-                dist.barrier()
-                dist.destroy_process_group()
+            leave_process_group(self)
 
 
 def plot_nnlm_curves(history: List[Dict[str, Any]], png_path: Path) -> None:

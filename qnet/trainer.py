@@ -22,6 +22,7 @@ and, on CPU with `--num-workers 0`, gives the same parameters as an uninterrupte
 import argparse
 import contextlib
 import datetime
+import gc
 import logging
 import math
 import os
@@ -239,6 +240,23 @@ def _gather_objects(obj: Any, info: DistInfo) -> List[Any]:
     out: List[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def leave_process_group(owner: Any) -> None:
+    """Barrier, drop `owner.ddp_model` (the DDP wrapper), then destroy the process group: in that order.
+
+    If the DDP reducer held the last reference to the gloo group, the group's destructor would run while the
+    reducer is freed, with the GIL held, and join gloo's worker threads; a worker that is just freeing a
+    tensor owned by Python waits for the GIL, so both wait forever (seen with torch 1.13 at the end of CPU
+    training, about one run in three). Freed first, the reducer leaves the group to the registry, whose
+    release does not hold the GIL.
+    """
+    if not dist.is_initialized():
+        return
+    dist.barrier()
+    owner.ddp_model = getattr(owner, "model", None)
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def parameter_checksums(model: torch.nn.Module) -> List[float]:
@@ -927,9 +945,8 @@ class Trainer:
 
     def close(self) -> None:
         """Leave the process group."""
-        if self.dist.is_distributed and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
+        if self.dist.is_distributed:
+            leave_process_group(self)
 
 
 def train(args: argparse.Namespace) -> None:

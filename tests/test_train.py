@@ -256,12 +256,18 @@ def test_kill9_then_same_command_resumes(corpus, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import time
 
+    def steps_saved():
+        return [int(p.stem.split("-")[1]) for p in exp.glob("checkpoint-*.pt")]
+
+    # any step checkpoint from step 3 on (keep-last-k removes older ones, so checkpoint-3 may live only a
+    # moment: polling for that one file could miss it and let the run finish before the kill)
     deadline = time.time() + 240
-    while time.time() < deadline and not list(exp.glob("checkpoint-3.pt")):
-        time.sleep(0.2)
+    while time.time() < deadline and not any(s >= 3 for s in steps_saved()):
+        time.sleep(0.05)
     proc.kill()  # SIGKILL
     proc.wait()
-    assert list(exp.glob("checkpoint-*.pt")), "no checkpoint before the kill"
+    assert steps_saved(), "no checkpoint before the kill"
+    assert not (exp / "epoch-3.pt").exists(), "killed too late: the run had finished"
     newest = latest_checkpoint(exp)
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
