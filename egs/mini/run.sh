@@ -104,6 +104,8 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     --check "HLG + LM vs greedy: librispeech:1best:test-clean <= 0.7 * librispeech:greedy:test-clean" \
     --check "fine-tuned vs from scratch (greedy): wsj-finetuned:greedy:test_eval92 <= 0.7 * wsj-scratch:greedy:test_eval92" \
     --check "fine-tuned vs from scratch (HLG): wsj-finetuned:1best:test_eval92 <= 0.7 * wsj-scratch:1best:test_eval92" \
+    --check "NNLM vs n-best rescoring: librispeech:nnlm-rescoring:test-clean <= 0.95 * librispeech:nbest-rescoring:test-clean" \
+    --check "NNLM vs whole-lattice rescoring: librispeech:nnlm-rescoring:test-clean <= 0.95 * librispeech:whole-lattice-rescoring:test-clean" \
     --voices "test-clean=$synth/synth_voices.txt" --voices "test_eval92=$synth/wsj/synth_voices.txt" \
     --stage-times "$times" \
     --note "corpora: local/mini_synth.sh --smoke $smoke --seed $seed ($synth); training seed $seed" \
