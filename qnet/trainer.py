@@ -254,7 +254,7 @@ def leave_process_group(owner: Any) -> None:
     if not dist.is_initialized():
         return
     dist.barrier()
-    owner.ddp_model = getattr(owner, "model", None)
+    owner.ddp_model = owner.model
     gc.collect()
     dist.destroy_process_group()
 

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from decode_helpers import frame_log_probs, make_char_lang, peaky_frames
+from train_helpers import wait_for_step_checkpoint
 from qnet.bin import train_nnlm
 from qnet.decode import Decoder, DecodeOptions, nnlm_key
 from qnet.nnlm import EOS_ID, UNK_ID, NnlmScorer, Vocab, epoch_batches, load_nnlm, pad_batch, token_nll
@@ -139,11 +139,7 @@ def test_kill9_then_same_command_resumes_exactly(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "qnet.bin.train_nnlm", *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # any step checkpoint from step 4 on: keep-last-k soon removes checkpoint-4.pt itself, and polling for
-    # that one file could miss it and let the run finish before the kill
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(int(p.stem.split("-")[1]) >= 4 for p in exp.glob("checkpoint-*.pt")):
-        time.sleep(0.02)
+    wait_for_step_checkpoint(exp, 4, timeout=120)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list(exp.glob("checkpoint-*.pt")), "no checkpoint before the kill"

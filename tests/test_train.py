@@ -12,14 +12,14 @@ import torch
 
 from qnet.bin import average as average_cli
 from qnet.bin import train as train_cli
-from qnet.checkpoint import average_state_dicts, init_from_checkpoint, latest_checkpoint
+from qnet.checkpoint import average_state_dicts, init_from_checkpoint, latest_checkpoint, step_checkpoints
 from qnet.ctc import default_backend
 from qnet.model import build_model, load_model, save_model
 from qnet.tokens import CHAR_SYMBOLS, TokenTable
 from qnet.scoring import word_errors
 from qnet.trainer import distributed_env_from_slurm, first_slurm_host
 
-from train_helpers import have_tts, make_corpus, train_args
+from train_helpers import have_tts, make_corpus, train_args, wait_for_step_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -256,19 +256,10 @@ def test_kill9_then_same_command_resumes(corpus, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "qnet.bin.train", *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import time
-
-    def steps_saved():
-        return [int(p.stem.split("-")[1]) for p in exp.glob("checkpoint-*.pt")]
-
-    # any step checkpoint from step 3 on (keep-last-k removes older ones, so checkpoint-3 may live only a
-    # moment: polling for that one file could miss it and let the run finish before the kill)
-    deadline = time.time() + 240
-    while time.time() < deadline and not any(s >= 3 for s in steps_saved()):
-        time.sleep(0.05)
+    wait_for_step_checkpoint(exp, 3, timeout=240)
     proc.kill()  # SIGKILL
     proc.wait()
-    assert steps_saved(), "no checkpoint before the kill"
+    assert step_checkpoints(exp), "no checkpoint before the kill"
     assert not (exp / "epoch-3.pt").exists(), "killed too late: the run had finished"
     newest = latest_checkpoint(exp)
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -4,8 +4,11 @@ features in a LilcomChunkyWriter archive, lhotse cut manifests and a character l
 import random
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Dict, List
+
+from qnet.checkpoint import step_checkpoints
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "stop", "go", "red", "green", "blue", "seven"]
 VOICES = ["en-us", "en-gb"]
@@ -64,6 +67,16 @@ def make_corpus(out_dir: Path, num_train: int = 24, num_valid: int = 6, seed: in
         paths[f"{part}_cuts"] = out_dir / f"cuts_{part}.jsonl.gz"
         cutset.to_file(paths[f"{part}_cuts"])
     return paths
+
+
+def wait_for_step_checkpoint(exp_dir: Path, min_step: int, timeout: float) -> None:
+    """Return once exp_dir holds a step checkpoint of step >= min_step (or after `timeout` seconds).
+
+    Any late-enough step, not checkpoint-<min_step>.pt itself: keep-last-k removes that one moments later,
+    and polling could miss it and let the run finish before a kill."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not any(step >= min_step for step, _ in step_checkpoints(exp_dir)):
+        time.sleep(0.02)
 
 
 def train_args(corpus: Dict[str, Path], exp_dir: Path, *extra: str) -> List[str]:
