@@ -41,6 +41,13 @@ DEFAULT_NNLM_SCALES = [round(0.2 * i, 1) for i in range(0, 8)]
 BEST_PATH_OUTPUT_BEAM = 1.0  # output beam of lattices used only for their best path (1best, ctc-decoding)
 
 
+def one_best_key(hlg_scale: float, word_penalty: float) -> str:
+    """Result key of HLG 1best at one (graph LM weight, word insertion penalty) pair; `1best` at (1, 0)."""
+    if (hlg_scale, word_penalty) == (1.0, 0.0):
+        return "1best"
+    return f"1best_lm_scale_{hlg_scale:g}_wip_{word_penalty:g}"
+
+
 def nnlm_key(lm_scale: float, nnlm_scale: float) -> str:
     """Result key of NNLM rescoring at one (n-gram scale, NNLM scale) pair."""
     return f"nnlm-rescoring_lm_scale_{lm_scale:g}_nnlm_scale_{nnlm_scale:g}"
@@ -70,6 +77,12 @@ class DecodeOptions:
     # NNLM rescoring: the NNLM weights swept (with every lm_scale), and padded words per NNLM batch.
     nnlm_scales: Sequence[float] = field(default_factory=lambda: list(DEFAULT_NNLM_SCALES))
     nnlm_max_tokens: int = 20000
+    # HLG 1best: weights on the graph's LM scores and word insertion penalties (nats per word; negative
+    # favours words) swept as Kaldi's scoring sweeps LMWT and word_ins_penalty; every pair but (1, 0) decodes
+    # its own lattice. A weak acoustic model's HLG 1best drops words whose LM cost outweighs their acoustic
+    # evidence: most of its errors are then deletions, which a lower weight or a negative penalty recovers.
+    hlg_scales: Sequence[float] = (1.0,)
+    word_penalties: Sequence[float] = (0.0,)
 
 
 @dataclass
@@ -391,7 +404,8 @@ def rescore_with_nnlm(candidates: Sequence[NnlmCandidates], nnlm_scores: torch.T
 class Decoder:
     """Decodes batches of log-probs with the chosen methods; returns {result key: hypotheses}.
 
-    Result keys: `greedy`, `ctc-decoding`, `1best`, `whole-lattice-rescoring_lm_scale_S`,
+    Result keys: `greedy`, `ctc-decoding`, `1best`, `1best_lm_scale_S_wip_P` (opts.hlg_scales x
+    opts.word_penalties, but for (1, 0), which is `1best`), `whole-lattice-rescoring_lm_scale_S`,
     `nbest-rescoring_lm_scale_S`, `nnlm-rescoring_lm_scale_S_nnlm_scale_N`. Greedy needs neither k2 nor a
     lang dir (only `tokenizer`); nnlm-rescoring needs `nnlm` (a qnet.bin.train_nnlm nnlm.pt) and G_rescore."""
 
@@ -415,7 +429,8 @@ class Decoder:
         self.opts = opts or DecodeOptions()
         self.device = torch.device(device)
         self.stats = DecodeStats()
-        self.H = self.HLG = self.G = self.G_loops = self.nnlm = None
+        self.H = self.HLG = self.HLG_weighted = self.G = self.G_loops = self.nnlm = None
+        self.one_best_settings: List[Tuple[float, float]] = []
         self.word_symbols: List[str] = []
         needs_hlg = {"1best", *RESCORING_METHODS} & set(self.methods)
         if needs_hlg or "ctc-decoding" in self.methods:
@@ -434,6 +449,15 @@ class Decoder:
             if not hlg.is_file():
                 raise FileNotFoundError(f"{hlg} does not exist; build it with qnet.bin.compile_hlg")
             self.HLG = load_HLG(hlg, self.device)
+            # HLG 1best at the other (LM weight, word penalty) pairs: one copy whose scores are rewritten
+            # from HLG's for each pair (the lattices for rescoring keep HLG's own scores).
+            self.one_best_settings = [(float(w), float(p)) for w in self.opts.hlg_scales
+                                      for p in self.opts.word_penalties if (w, p) != (1.0, 0.0)]
+            if "1best" in self.methods and self.one_best_settings:
+                from qnet.graph import words_per_arc
+
+                self.HLG_weighted = self.HLG.clone()
+                self.hlg_words = words_per_arc(self.HLG).to(self.HLG.scores.dtype)
             words = SymbolTable.from_file(Path(lang_dir) / "words.txt")
             self.word_symbols = words.symbols
             rescoring = set(RESCORING_METHODS) & set(self.methods)
@@ -501,6 +525,8 @@ class Decoder:
     def result_keys(self) -> List[str]:
         """Every result key this decoder produces."""
         keys = [m for m in ("greedy", "ctc-decoding", "1best") if m in self.methods]
+        if "1best" in self.methods:
+            keys += [one_best_key(w, p) for w, p in self.one_best_settings]
         for m in ("whole-lattice-rescoring", "nbest-rescoring"):
             if m in self.methods:
                 keys += [f"{m}_lm_scale_{s:g}" for s in self.opts.lm_scales]
@@ -526,6 +552,13 @@ class Decoder:
             self._flag_empty("1best", best, utt_ids)
             if "1best" in self.methods:
                 results["1best"] = [self._words(ids) for ids in path_labels(best)]
+                for weight, penalty in self.one_best_settings:
+                    key = one_best_key(weight, penalty)
+                    self.HLG_weighted.scores = self.HLG.scores * weight - penalty * self.hlg_words
+                    best_w = one_best(get_lattice(log_probs, lens, self.HLG_weighted, best_path_opts, connect=False),
+                                      self.opts.use_double_scores)
+                    self._flag_empty(key, best_w, utt_ids)
+                    results[key] = [self._words(ids) for ids in path_labels(best_w)]
             if rescoring:
                 results.update(self._rescore(lattice, path_labels(best), utt_ids))
         return results

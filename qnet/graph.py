@@ -136,6 +136,17 @@ def load_HLG(path: PathLike, device="cpu"):
     return HLG
 
 
+def words_per_arc(fsa):
+    """Number of words (positive aux_labels) on each arc of `fsa` (plain or ragged aux_labels), an int64 tensor."""
+    import torch
+
+    aux = fsa.aux_labels
+    if isinstance(aux, torch.Tensor):
+        return (aux > 0).to(torch.int64)
+    splits = aux.remove_values_leq(0).shape.row_splits(1)
+    return (splits[1:] - splits[:-1]).to(torch.int64)
+
+
 def default_hlg_path(lang_dir: PathLike, out: Optional[PathLike] = None) -> Path:
     """Where HLG.pt goes: `out` or lang_dir/HLG.pt."""
     return Path(out) if out else Path(lang_dir) / "HLG.pt"

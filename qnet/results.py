@@ -136,7 +136,7 @@ def read_wer_summary(path: PathLike) -> Dict[str, float]:
 def cer_key(key: str) -> str:
     """The result key of a character error rate: `greedy` -> `greedy-cer`, setting kept at the end."""
     method, setting = split_key(key)
-    return f"{method}{CER_SUFFIX}" + (f"{SETTING_SEP}{setting[len('lm_scale_'):]}" if setting else "")
+    return result_key(f"{method}{CER_SUFFIX}", setting)
 
 
 def collect_system(name: str, exp_dir: PathLike, cer: bool = False) -> System:
@@ -170,6 +170,11 @@ def split_key(key: str) -> Tuple[str, Optional[str]]:
         method, value = key.split(SETTING_SEP, 1)
         return method, f"lm_scale_{value}"
     return key, None
+
+
+def result_key(method: str, setting: Optional[str]) -> str:
+    """`(1best, lm_scale_0.5_wip_-1)` -> `1best_lm_scale_0.5_wip_-1` (the inverse of split_key)."""
+    return method if setting is None else f"{method}{SETTING_SEP}{setting[len('lm_scale_'):]}"
 
 
 def methods_of(system: System) -> List[str]:
@@ -282,8 +287,10 @@ def speaker_of(utt_id: str, speakers: Sequence[str]) -> str:
     return listed or (head if "-" in utt_id else utt_id[:3])
 
 
-def per_voice_rows(system: System, test_set: str, voices: Dict[str, str]) -> List[Tuple[str, str, int, Dict[str, float]]]:
-    """(speaker, voice, utterances, {method: WER}) per speaker of `test_set` in `system`'s decode files."""
+def per_voice_rows(system: System, test_set: str, voices: Dict[str, str],
+                   tune: Optional[Dict[str, str]] = None) -> List[Tuple[str, str, int, Dict[str, float]]]:
+    """(speaker, voice, utterances, {method: WER}) per speaker of `test_set` in `system`'s decode files; a
+    method with settings (1best's LM weight and word penalty) is read at the setting the table reports."""
     from qnet.scoring import error_stats, pair_results, read_text
 
     refs_files = sorted(system.exp_dir.rglob(f"ref-{test_set}.txt"))
@@ -299,7 +306,8 @@ def per_voice_rows(system: System, test_set: str, voices: Dict[str, str]) -> Lis
         utts = by_speaker[spk]
         wers: Dict[str, float] = {}
         for method in PER_VOICE_METHODS:
-            hyp_file = decode_dir / f"hyp-{test_set}-{method}.txt"
+            cell = report_cell(system, method, test_set, tune or {})
+            hyp_file = decode_dir / f"hyp-{test_set}-{result_key(method, cell.setting if cell else None)}.txt"
             if hyp_file.is_file():
                 hyps = read_text(hyp_file)
                 results = pair_results({u: refs[u] for u in utts}, {u: hyps[u] for u in utts if u in hyps})
@@ -308,18 +316,24 @@ def per_voice_rows(system: System, test_set: str, voices: Dict[str, str]) -> Lis
     return rows
 
 
-def render_per_voice(systems: Sequence[System], voice_files: Dict[str, PathLike]) -> List[str]:
-    """Markdown sections: WER per speaker (TTS voice) of each test set in `voice_files`."""
+def render_per_voice(systems: Sequence[System], voice_files: Dict[str, PathLike],
+                     tune: Optional[Dict[str, str]] = None) -> List[str]:
+    """Markdown sections: WER per speaker (TTS voice) of each test set in `voice_files`, each method at the
+    setting the main table reports (named in the column header)."""
     lines: List[str] = []
     for test_set, path in voice_files.items():
         voices = read_voices(path)
         for system in systems:
-            rows = per_voice_rows(system, test_set, voices)
+            rows = per_voice_rows(system, test_set, voices, tune)
             if not rows:
                 continue
             methods = [m for m in PER_VOICE_METHODS if any(m in r[3] for r in rows)]
+            headers = []
+            for m in methods:
+                cell = report_cell(system, m, test_set, tune or {})
+                headers.append(m + (f" ({setting_label(cell.setting)})" if cell and cell.setting else ""))
             lines += [f"## Per voice: {system.name}, {test_set}", "",
-                      "| speaker | voice | utterances | " + " | ".join(methods) + " |",
+                      "| speaker | voice | utterances | " + " | ".join(headers) + " |",
                       "|---|---|---|" + "---|" * len(methods)]
             for spk, voice, n, wers in rows:
                 vals = [f"{wers[m]:.2f}" if m in wers else "-" for m in methods]
@@ -350,12 +364,17 @@ def render_stage_times(rows: Sequence[Tuple[str, int, str]]) -> List[str]:
     return lines
 
 
+def setting_label(setting: str) -> str:
+    """`lm_scale_0.3_nnlm_scale_0.4` -> `s=0.3, nnlm=0.4`; `lm_scale_0.5_wip_-1` -> `s=0.5, wip=-1`."""
+    return setting.replace("lm_scale_", "s=", 1).replace("_nnlm_scale_", ", nnlm=").replace("_wip_", ", wip=")
+
+
 def _fmt(cell: Optional[Cell]) -> str:
     if cell is None:
         return "-"
     text = f"{cell.wer:.2f}"
     if cell.setting is not None:
-        text += f" ({cell.setting.replace('lm_scale_', 's=')}" + ("*" if cell.tuned_on == "self" else "") + ")"
+        text += f" ({setting_label(cell.setting)}" + ("*" if cell.tuned_on == "self" else "") + ")"
     return text
 
 
@@ -377,7 +396,9 @@ def render_markdown(
     if tune:
         lines.append("LM scales are chosen on the dev set named in brackets: "
                      + ", ".join(f"{t} <- {d}" for t, d in tune.items()) + ".")
-    lines += ["`(s=X)` is the LM scale used; `*` marks a scale picked on the test set itself (optimistic).", ""]
+    lines += ["`(s=X)` is the LM scale used (for 1best: the weight on HLG's LM scores), `nnlm=` the neural LM's "
+              "scale, `wip=` the word insertion penalty; `*` marks a setting picked on the test set itself "
+              "(optimistic).", ""]
     lines.append("| system | method | " + " | ".join(columns) + " |")
     lines.append("|---|---|" + "---|" * len(columns))
     cells: Dict[Tuple[str, str, str], Cell] = {}
@@ -412,7 +433,7 @@ def render_markdown(
             lines.append(f"| {check.label} | {desc} | {status} |")
         lines.append("")
     if voice_files:
-        lines += render_per_voice(systems, voice_files)
+        lines += render_per_voice(systems, voice_files, tune)
     if stage_times:
         lines += render_stage_times(stage_times)
     lines += ["## Sources", ""]

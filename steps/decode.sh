@@ -21,6 +21,8 @@ test_set=
 hlg=
 G_rescore=
 lm_scales=
+hlg_scales=1
+word_penalties=0
 nnlm=
 nnlm_scales=
 nnlm_max_tokens=20000
@@ -38,7 +40,8 @@ max_lattice_arcs=50000
 max_intersect_arcs=2000000
 cer=
 help_message="Usage: $0 [--cmd run.pl] [--nj N] [--methods greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring,nnlm-rescoring]
-  [--test-set NAME] [--hlg HLG.pt] [--G-rescore G.fst.txt] [--lm-scales 0.5,0.8] [--nnlm nnlm.pt]
+  [--test-set NAME] [--hlg HLG.pt] [--G-rescore G.fst.txt] [--lm-scales 0.5,0.8]
+  [--hlg-scales 0.5,1 --word-penalties -1,0 (1best: LM weight x word insertion penalty sweep)] [--nnlm nnlm.pt]
   [--nnlm-scales 0,0.2,0.4] [--nnlm-max-tokens 20000] [--max-duration 200]
   [--device cpu|cuda] [--search-beam 20] [--output-beam 8] [--min-active-states 30]
   [--max-active-states 10000] [--num-paths 100] [--nbest-scale 0.5] [--max-lattice-frames 1500]
@@ -75,6 +78,7 @@ fi
 settings="model=$model $(stat -c 'size=%s mtime=%Y' "$model")
 cuts=$cuts nj=$nj
 lang_dir=$lang_dir hlg=$hlg G_rescore=$G_rescore lm_scales=$lm_scales
+hlg_scales=$hlg_scales word_penalties=$word_penalties
 nnlm=$nnlm $nnlm_stamp nnlm_scales=$nnlm_scales nnlm_max_tokens=$nnlm_max_tokens
 test_set=$test_set max_duration=$max_duration device=$device
 search_beam=$search_beam output_beam=$output_beam min_active_states=$min_active_states max_active_states=$max_active_states
@@ -115,7 +119,7 @@ opts=(--lang-dir "$lang_dir" --test-set "$test_set" --max-duration "$max_duratio
       --device "$device" --search-beam "$search_beam" --output-beam "$output_beam"
       --min-active-states "$min_active_states" --max-active-states "$max_active_states"
       --num-paths "$num_paths" --nbest-scale "$nbest_scale" --max-lattice-frames "$max_lattice_frames"
-      --blank-skip-threshold "$blank_skip_threshold"
+      --blank-skip-threshold "$blank_skip_threshold" --hlg-scales="$hlg_scales" --word-penalties="$word_penalties"
       --max-lattice-arcs "$max_lattice_arcs"
       --max-intersect-arcs "$max_intersect_arcs" --score false)
 [ -n "$hlg" ] && opts+=(--hlg "$hlg")

@@ -58,6 +58,32 @@ def test_lm_decides_between_acoustically_equal_words(lang):
     assert out["whole-lattice-rescoring_lm_scale_1"] == ["the cat"]
 
 
+def test_one_best_lm_weight_and_word_penalty_sweep(lang, tmp_path):
+    # "the ?at" with 'h' a little likelier than 'c': the bigram's "the cat" wins at LM weight 1, the
+    # acoustics' "the hat" at weight 0; a large word penalty drops words, a bonus does not
+    frames = peaky_frames("the cat", confusions={4: {"h": 0.47, "c": 0.43}})
+    lp = frame_log_probs(frames).unsqueeze(0)
+    lens = torch.tensor([lp.shape[1]])
+    opts = DecodeOptions(hlg_scales=[0.0, 1.0], word_penalties=[-2.0, 0.0, 40.0])
+    dec = Decoder(["1best"], CharTokenizer(), lang, opts=opts)
+    out = dec.decode(lp, lens, ["u"])
+    assert set(out) == set(dec.result_keys()) == {"1best"} | {
+        f"1best_lm_scale_{w}_wip_{p}" for w in (0, 1) for p in (-2, 0, 40)} - {"1best_lm_scale_1_wip_0"}
+    assert out["1best"] == ["the cat"]
+    assert out["1best_lm_scale_0_wip_0"] == ["the hat"]
+    assert out["1best_lm_scale_1_wip_-2"] == ["the cat"]
+    assert len(out["1best_lm_scale_1_wip_40"][0].split()) < 2
+    # the sweep decodes with rewritten scores: the same as a graph whose scores were scaled beforehand
+    from qnet.graph import load_HLG, save_HLG, words_per_arc
+
+    HLG = load_HLG(lang / "HLG.pt")
+    assert int(words_per_arc(HLG).sum()) > 0
+    HLG.scores = HLG.scores * 0.0 + 2.0 * words_per_arc(HLG).to(HLG.scores.dtype)
+    save_HLG(HLG, tmp_path / "HLG_w0_p-2.pt")
+    pre = Decoder(["1best"], CharTokenizer(), lang, hlg_path=tmp_path / "HLG_w0_p-2.pt").decode(lp, lens, ["u"])
+    assert pre["1best"] == out["1best_lm_scale_0_wip_-2"]
+
+
 def test_batch_order_and_empty_lattices_do_not_stop_decoding(lang):
     a = frame_log_probs(peaky_frames("a cat sat on the hat"))
     b = frame_log_probs(peaky_frames("the hat"))
@@ -132,14 +158,16 @@ def test_decode_sh_parallel_jobs(tmp_path, lang):
     out = tmp_path / "decode"
     env = dict(os.environ, PATH=f"{REPO}/utils:{os.environ['PATH']}")
     proc = subprocess.run(
-        ["bash", "steps/decode.sh", "--nj", "2", "--methods", "greedy,1best", str(model), str(cuts), str(lang),
-         str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ["bash", "steps/decode.sh", "--nj", "2", "--methods", "greedy,1best", "--hlg-scales", "0.5,1",
+         "--word-penalties", "-1,0", str(model), str(cuts), str(lang), str(out)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.returncode == 0, proc.stdout
     assert len((out / "ref-cuts_test.txt").read_text().splitlines()) == 5
-    assert len((out / "hyp-cuts_test-1best.txt").read_text().splitlines()) == 5
+    for key in ("1best", "1best_lm_scale_0.5_wip_-1", "1best_lm_scale_0.5_wip_0", "1best_lm_scale_1_wip_-1"):
+        assert len((out / f"hyp-cuts_test-{key}.txt").read_text().splitlines()) == 5
     assert (out / "log" / "decode.2.log").is_file()
     summary = (out / "wer-summary-cuts_test.txt").read_text()
-    assert "greedy" in summary and "1best" in summary
+    assert "greedy" in summary and "1best_lm_scale_0.5_wip_-1" in summary
 
 
 def test_greedy_decode_and_scoring_work_without_k2(tmp_path):

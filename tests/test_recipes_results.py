@@ -14,6 +14,8 @@ from qnet.results import (
     read_wer_summary,
     render_markdown,
     report_cell,
+    result_key,
+    setting_label,
     split_key,
 )
 
@@ -57,6 +59,10 @@ def test_read_wer_summary_and_errors(tmp_path):
 def test_split_key():
     assert split_key("greedy") == ("greedy", None)
     assert split_key("nbest-rescoring_lm_scale_0.7") == ("nbest-rescoring", "lm_scale_0.7")
+    for key in ("greedy", "1best_lm_scale_0.5_wip_-1", "nnlm-rescoring_lm_scale_0.3_nnlm_scale_0.4"):
+        assert result_key(*split_key(key)) == key
+    assert setting_label("lm_scale_0.3_nnlm_scale_0.4") == "s=0.3, nnlm=0.4"
+    assert setting_label("lm_scale_0.5_wip_-1") == "s=0.5, wip=-1"
 
 
 def test_collect_missing_and_duplicates(tmp_path, system_dir):
@@ -156,3 +162,24 @@ def test_per_voice_table_and_stage_times(tmp_path, system_dir):
     times.write_text("0 abc\n")
     with pytest.raises(ValueError, match="stage_times.txt:1"):
         read_stage_times(times)
+
+
+def test_one_best_weight_and_penalty_tuned_on_dev_in_table_and_per_voice(tmp_path):
+    """1best's (LM weight, word penalty) setting is picked on dev like an LM scale; the per-voice table reads
+    the hypotheses of that setting and names it."""
+    d = tmp_path / "exp" / "sys"
+    write_summary(d / "decode_dev" / "wer-summary-dev.txt", {"1best": 30.0, "1best_lm_scale_0.5_wip_-2": 20.0})
+    write_summary(d / "decode_test" / "wer-summary-test.txt", {"1best": 25.0, "1best_lm_scale_0.5_wip_-2": 50.0})
+    decode = d / "decode_test"
+    (decode / "ref-test.txt").write_text("11-1-0 the cat sat\n")
+    (decode / "hyp-test-1best.txt").write_text("11-1-0 the cat sat\n")
+    (decode / "hyp-test-1best_lm_scale_0.5_wip_-2.txt").write_text("11-1-0 the cat\n")
+    voices = tmp_path / "synth_voices.txt"
+    voices.write_text("test 11 test F espeak-ng:en 1.0\n")
+    s = collect_system("sys", d)
+    cell = report_cell(s, "1best", "test", {"test": "dev"})
+    assert (cell.wer, cell.setting, cell.tuned_on) == (50.0, "lm_scale_0.5_wip_-2", "dev")
+    text, _ = render_markdown("t", [s], tune={"test": "dev"}, voice_files={"test": voices})
+    assert "| sys | 1best | 20.00 (s=0.5, wip=-2*) | 50.00 (s=0.5, wip=-2) |" in text
+    assert "| speaker | voice | utterances | 1best (s=0.5, wip=-2) |" in text
+    assert "| 11 | espeak-ng:en | 1 | 33.33 |" in text

@@ -1,4 +1,5 @@
-"""Decode lhotse cuts with a QuartzNet CTC model: greedy, ctc-decoding (H), HLG 1best, whole-lattice and
+"""Decode lhotse cuts with a QuartzNet CTC model: greedy, ctc-decoding (H), HLG 1best (optionally swept over
+LM weights and word insertion penalties, --hlg-scales/--word-penalties), whole-lattice and
 n-best rescoring with a larger G (LM-scale sweep), and n-best rescoring with G plus a neural LM
 (nnlm-rescoring, --nnlm; both scales swept); write Kaldi text hypotheses and score them.
 
@@ -58,6 +59,12 @@ def get_parser() -> argparse.ArgumentParser:
                    help="n-best rescoring: estimated arcs of one lattice x paths intersection (memory bound)")
     p.add_argument("--lm-scales", default=",".join(f"{s:g}" for s in DEFAULT_LM_SCALES),
                    help="comma list of LM scales for rescoring")
+    p.add_argument("--hlg-scales", default="1",
+                   help="1best: comma list of weights on HLG's LM scores (each pair with --word-penalties "
+                        "decodes its own lattice; pick on a dev set)")
+    p.add_argument("--word-penalties", default="0",
+                   help="1best: comma list of word insertion penalties in nats (negative favours words; give negative "
+                        "lists as --word-penalties=-2,-1,0)")
     p.add_argument("--modified-ctc-topo", type=str2bool, default=False, help="H for ctc-decoding")
     p.add_argument("--score", type=str2bool, default=True, help="score right away (false for split jobs)")
     p.add_argument("--cer", type=str2bool, default=None, help="also CER (default: for character models)")
@@ -121,6 +128,8 @@ def main(argv=None) -> None:
         max_lattice_frames=args.max_lattice_frames, blank_skip_threshold=args.blank_skip_threshold,
         lm_scales=[float(s) for s in args.lm_scales.split(",") if s],
         nnlm_scales=[float(s) for s in args.nnlm_scales.split(",") if s], nnlm_max_tokens=args.nnlm_max_tokens,
+        hlg_scales=[float(s) for s in args.hlg_scales.split(",") if s],
+        word_penalties=[float(s) for s in args.word_penalties.split(",") if s],
     )
     methods = [m for m in args.methods.split(",") if m]
     decoder = Decoder(methods, tokenizer, args.lang_dir, args.G_rescore, args.hlg, device, opts,
