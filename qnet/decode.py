@@ -431,6 +431,7 @@ class Decoder:
         self.stats = DecodeStats()
         self.H = self.HLG = self.HLG_weighted = self.G = self.G_loops = self.nnlm = None
         self.one_best_settings: List[Tuple[float, float]] = []
+        self.hlg_words: Optional[torch.Tensor] = None  # words on each HLG arc (for the word penalty)
         self.word_symbols: List[str] = []
         needs_hlg = {"1best", *RESCORING_METHODS} & set(self.methods)
         if needs_hlg or "ctc-decoding" in self.methods:
