@@ -301,19 +301,27 @@ def per_voice_rows(system: System, test_set: str, voices: Dict[str, str],
     by_speaker: Dict[str, List[str]] = {}
     for utt in refs:
         by_speaker.setdefault(speaker_of(utt, list(voices)), []).append(utt)
+    hyps_of: Dict[str, Dict[str, str]] = {}  # method -> its hypotheses at the reported setting, read once
+    for method in PER_VOICE_METHODS:
+        key = result_key(method, reported_setting(system, method, test_set, tune))
+        hyp_file = decode_dir / f"hyp-{test_set}-{key}.txt"
+        if hyp_file.is_file():
+            hyps_of[method] = read_text(hyp_file)
     rows = []
     for spk in sorted(by_speaker):
         utts = by_speaker[spk]
         wers: Dict[str, float] = {}
-        for method in PER_VOICE_METHODS:
-            cell = report_cell(system, method, test_set, tune or {})
-            hyp_file = decode_dir / f"hyp-{test_set}-{result_key(method, cell.setting if cell else None)}.txt"
-            if hyp_file.is_file():
-                hyps = read_text(hyp_file)
-                results = pair_results({u: refs[u] for u in utts}, {u: hyps[u] for u in utts if u in hyps})
-                wers[method] = error_stats(results)[0].rate
+        for method, hyps in hyps_of.items():
+            results = pair_results({u: refs[u] for u in utts}, {u: hyps[u] for u in utts if u in hyps})
+            wers[method] = error_stats(results)[0].rate
         rows.append((spk, voices.get(spk, "(not in the voice list)"), len(utts), wers))
     return rows
+
+
+def reported_setting(system: System, method: str, test_set: str, tune: Optional[Dict[str, str]]) -> Optional[str]:
+    """The setting (e.g. `lm_scale_0.5_wip_-1`) of `method` that the main table reports for `test_set`."""
+    cell = report_cell(system, method, test_set, tune or {})
+    return cell.setting if cell else None
 
 
 def render_per_voice(systems: Sequence[System], voice_files: Dict[str, PathLike],
@@ -328,10 +336,8 @@ def render_per_voice(systems: Sequence[System], voice_files: Dict[str, PathLike]
             if not rows:
                 continue
             methods = [m for m in PER_VOICE_METHODS if any(m in r[3] for r in rows)]
-            headers = []
-            for m in methods:
-                cell = report_cell(system, m, test_set, tune or {})
-                headers.append(m + (f" ({setting_label(cell.setting)})" if cell and cell.setting else ""))
+            settings = {m: reported_setting(system, m, test_set, tune) for m in methods}
+            headers = [m + (f" ({setting_label(settings[m])})" if settings[m] else "") for m in methods]
             lines += [f"## Per voice: {system.name}, {test_set}", "",
                       "| speaker | voice | utterances | " + " | ".join(headers) + " |",
                       "|---|---|---|" + "---|" * len(methods)]
