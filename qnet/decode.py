@@ -13,8 +13,13 @@ under `max_intersect_arcs`. If rescoring an utterance still fails (k2 raises on 
 n-best retries with half the paths and whole-lattice with more pruning (as icefall does), and in the end
 the utterance gets its 1best hypothesis, counted in `DecodeStats.fallback` and logged.
 
+Every method on HLG lattices sweeps the word insertion penalties `opts.word_penalties` (nats per word,
+negative favours words, in the units of the acoustic scores) with its LM scales, as Kaldi's scoring sweeps
+LMWT and word_ins_penalty: 1best with `opts.hlg_scales` (the weight on HLG's LM scores), the rescoring
+methods with `opts.lm_scales`. A rescoring method's result keys end in `_wip_P` for P != 0.
+
 NNLM rescoring (`nnlm-rescoring`) scores a list of candidate word sequences per utterance with
-`am + lm_scale * ngram + nnlm_scale * nnlm` (natural logs; `am` is the sequence's best path in the HLG
+`am + lm_scale * ngram + nnlm_scale * nnlm - word_penalty * words` (natural logs; `am` is the sequence's best path in the HLG
 lattice without the graph's LM scores, `ngram` is G_rescore, `nnlm` the neural LM with `</s>`). The
 candidates are the unique n-best paths sampled from the HLG lattice (at most `num_paths`), its 1best,
 and the best path of the whole-lattice-rescored lattice at every lm_scale, so that with nnlm_scale 0
@@ -48,9 +53,18 @@ def one_best_key(hlg_scale: float, word_penalty: float) -> str:
     return f"1best_lm_scale_{hlg_scale:g}_wip_{word_penalty:g}"
 
 
-def nnlm_key(lm_scale: float, nnlm_scale: float) -> str:
-    """Result key of NNLM rescoring at one (n-gram scale, NNLM scale) pair."""
-    return f"nnlm-rescoring_lm_scale_{lm_scale:g}_nnlm_scale_{nnlm_scale:g}"
+def _wip_suffix(word_penalty: float) -> str:
+    return f"_wip_{word_penalty:g}" if word_penalty != 0 else ""
+
+
+def rescore_key(method: str, lm_scale: float, word_penalty: float = 0.0) -> str:
+    """Result key of whole-lattice or n-best rescoring at one (LM scale, word insertion penalty) pair."""
+    return f"{method}_lm_scale_{lm_scale:g}{_wip_suffix(word_penalty)}"
+
+
+def nnlm_key(lm_scale: float, nnlm_scale: float, word_penalty: float = 0.0) -> str:
+    """Result key of NNLM rescoring at one (n-gram scale, NNLM scale, word insertion penalty) setting."""
+    return f"nnlm-rescoring_lm_scale_{lm_scale:g}_nnlm_scale_{nnlm_scale:g}{_wip_suffix(word_penalty)}"
 
 
 @dataclass
@@ -77,10 +91,11 @@ class DecodeOptions:
     # NNLM rescoring: the NNLM weights swept (with every lm_scale), and padded words per NNLM batch.
     nnlm_scales: Sequence[float] = field(default_factory=lambda: list(DEFAULT_NNLM_SCALES))
     nnlm_max_tokens: int = 20000
-    # HLG 1best: weights on the graph's LM scores and word insertion penalties (nats per word; negative
-    # favours words) swept as Kaldi's scoring sweeps LMWT and word_ins_penalty; every pair but (1, 0) decodes
-    # its own lattice. A weak acoustic model's HLG 1best drops words whose LM cost outweighs their acoustic
-    # evidence: most of its errors are then deletions, which a lower weight or a negative penalty recovers.
+    # HLG 1best: weights on the graph's LM scores, swept with the word insertion penalties (nats per word;
+    # negative favours words) as Kaldi's scoring sweeps LMWT and word_ins_penalty; every pair but (1, 0)
+    # decodes its own lattice. The rescoring methods sweep the same penalties with their LM scales. A weak
+    # acoustic model's HLG 1best drops words whose LM cost outweighs their acoustic evidence: most of its
+    # errors are then deletions, which a lower weight or a negative penalty recovers.
     hlg_scales: Sequence[float] = (1.0,)
     word_penalties: Sequence[float] = (0.0,)
 
@@ -230,9 +245,11 @@ def prune_lattice(lattice, max_arcs: int, use_double_scores: bool = True):
     return best, used
 
 
-def rescore_whole_lattice(lattice, G_with_loops, lm_scales: Sequence[float], use_double_scores: bool = True):
+def rescore_whole_lattice(lattice, G_with_loops, lm_scales: Sequence[float], use_double_scores: bool = True,
+                          word_penalties: Sequence[float] = (0.0,)):
     """Replace the graph's LM scores with G's (an acceptor on words with epsilon self-loops and
-    `lm_scores`) over the whole lattice; returns {lm_scale: best paths}. When the intersection fails
+    `lm_scores`) over the whole lattice; returns {(lm_scale, word_penalty): best paths}, the paths maximizing
+    `am + lm_scale * lm - word_penalty * words`. When the intersection fails
     (out of memory), the lattice is pruned by arc posteriors and it is retried, as icefall does; raises
     RuntimeError when even the most pruned lattice fails."""
     k2 = import_k2()
@@ -262,11 +279,19 @@ def rescore_whole_lattice(lattice, G_with_loops, lm_scales: Sequence[float], use
     rescored = k2.top_sort(k2.connect(k2.remove_epsilon_self_loops(rescored)))
     rescored = k2.invert(rescored)
     am_scores = rescored.scores - rescored.lm_scores
+    words = None
+    if any(p != 0 for p in word_penalties):
+        from qnet.graph import words_per_arc
+
+        words = words_per_arc(rescored).to(am_scores.dtype)
     best = {}
     for scale in lm_scales:
-        lat = rescored.clone() if hasattr(rescored, "clone") else rescored
-        lat.scores = am_scores / scale + rescored.lm_scores
-        best[scale] = k2.shortest_path(lat, use_double_scores=use_double_scores)
+        for penalty in word_penalties:
+            lat = rescored.clone() if hasattr(rescored, "clone") else rescored
+            # divided by the scale (the same argmax): the (scale, 0) scores are those of the unswept code
+            am = am_scores if penalty == 0 else am_scores - penalty * words
+            lat.scores = am / scale + rescored.lm_scores
+            best[(scale, penalty)] = k2.shortest_path(lat, use_double_scores=use_double_scores)
     return best
 
 
@@ -341,18 +366,21 @@ def _argmax_per_utt(tot: torch.Tensor, row_splits: List[int], seq_list: List[Lis
     return out
 
 
-def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float],
-                  num_paths: Optional[int] = None) -> Dict[float, List[List[int]]]:
+def rescore_nbest(lattice, G, opts: DecodeOptions, lm_scales: Sequence[float], num_paths: Optional[int] = None,
+                  word_penalties: Sequence[float] = (0.0,)) -> Dict[Tuple[float, float], List[List[int]]]:
     """N-best rescoring: sample paths (sample_nbest), score each unique word sequence by its best path in
-    the lattice (acoustic part) and by G (am_lm_scores); per lm_scale, the argmax of am/scale + lm.
-    Returns {lm_scale: word-id lists per utterance}."""
+    the lattice (acoustic part) and by G (am_lm_scores); per (lm_scale, word_penalty), the argmax of
+    am + scale * lm - penalty * words. Returns {(lm_scale, word_penalty): word-id lists per utterance}."""
     num_utts = lattice.shape[0]
     unique, utt_of_seq, seqs = sample_nbest(lattice, opts, num_paths)
     if seqs.dim0 == 0:
-        return {s: [[] for _ in range(num_utts)] for s in lm_scales}
+        return {(s, p): [[] for _ in range(num_utts)] for s in lm_scales for p in word_penalties}
     am, lm = am_lm_scores(lattice, G, seqs, utt_of_seq, opts)
     row_splits, seq_list = unique.shape.row_splits(1).tolist(), seqs.tolist()
-    return {scale: _argmax_per_utt(am / scale + lm, row_splits, seq_list) for scale in lm_scales}
+    num_words = torch.tensor([len(seq) for seq in seq_list], dtype=torch.float64, device=am.device)
+    # divided by the scale (the same argmax): the (scale, 0) scores are those of the unswept code
+    return {(scale, penalty): _argmax_per_utt((am - penalty * num_words) / scale + lm, row_splits, seq_list)
+            for scale in lm_scales for penalty in word_penalties}
 
 
 @dataclass
@@ -385,20 +413,23 @@ def nnlm_candidates(lattice, G, opts: DecodeOptions, extra: Sequence[List[int]] 
 
 
 def rescore_with_nnlm(candidates: Sequence[NnlmCandidates], nnlm_scores: torch.Tensor, lm_scales: Sequence[float],
-                      nnlm_scales: Sequence[float]) -> Dict[Tuple[float, float], List[List[int]]]:
-    """{(lm_scale, nnlm_scale): best sequence per utterance} by am + lm_scale * ngram + nnlm_scale * nnlm;
-    `nnlm_scores` holds the NNLM log-probabilities of every candidate, utterance after utterance."""
+                      nnlm_scales: Sequence[float], word_penalties: Sequence[float] = (0.0,)
+                      ) -> Dict[Tuple[float, float, float], List[List[int]]]:
+    """{(lm_scale, nnlm_scale, word_penalty): best sequence per utterance} by am + lm_scale * ngram +
+    nnlm_scale * nnlm - word_penalty * words; `nnlm_scores` holds the NNLM log-probabilities of every
+    candidate, utterance after utterance."""
     row_splits = [0]
     for c in candidates:
         row_splits.append(row_splits[-1] + len(c.seqs))
     seq_list = [s for c in candidates for s in c.seqs]
     if not seq_list:
-        return {(s, t): [[] for _ in candidates] for s in lm_scales for t in nnlm_scales}
+        return {(s, t, p): [[] for _ in candidates] for s in lm_scales for t in nnlm_scales for p in word_penalties}
     am = torch.cat([c.am for c in candidates])
     ngram = torch.cat([c.ngram for c in candidates])
     nnlm = nnlm_scores.to(torch.float64)
-    return {(s, t): _argmax_per_utt(am + s * ngram + t * nnlm, row_splits, seq_list)
-            for s in lm_scales for t in nnlm_scales}
+    num_words = torch.tensor([len(seq) for seq in seq_list], dtype=torch.float64)
+    return {(s, t, p): _argmax_per_utt(am + s * ngram + t * nnlm - p * num_words, row_splits, seq_list)
+            for s in lm_scales for t in nnlm_scales for p in word_penalties}
 
 
 class Decoder:
@@ -406,7 +437,8 @@ class Decoder:
 
     Result keys: `greedy`, `ctc-decoding`, `1best`, `1best_lm_scale_S_wip_P` (opts.hlg_scales x
     opts.word_penalties, but for (1, 0), which is `1best`), `whole-lattice-rescoring_lm_scale_S`,
-    `nbest-rescoring_lm_scale_S`, `nnlm-rescoring_lm_scale_S_nnlm_scale_N`. Greedy needs neither k2 nor a
+    `nbest-rescoring_lm_scale_S`, `nnlm-rescoring_lm_scale_S_nnlm_scale_N` (opts.lm_scales x opts.nnlm_scales),
+    each of the last three with `_wip_P` appended for every nonzero P of opts.word_penalties. Greedy needs neither k2 nor a
     lang dir (only `tokenizer`); nnlm-rescoring needs `nnlm` (a qnet.bin.train_nnlm nnlm.pt) and G_rescore."""
 
     def __init__(
@@ -528,11 +560,12 @@ class Decoder:
         keys = [m for m in ("greedy", "ctc-decoding", "1best") if m in self.methods]
         if "1best" in self.methods:
             keys += [one_best_key(w, p) for w, p in self.one_best_settings]
+        penalties = self.opts.word_penalties
         for m in ("whole-lattice-rescoring", "nbest-rescoring"):
             if m in self.methods:
-                keys += [f"{m}_lm_scale_{s:g}" for s in self.opts.lm_scales]
+                keys += [rescore_key(m, s, p) for s in self.opts.lm_scales for p in penalties]
         if "nnlm-rescoring" in self.methods:
-            keys += [nnlm_key(s, t) for s in self.opts.lm_scales for t in self.opts.nnlm_scales]
+            keys += [nnlm_key(s, t, p) for s in self.opts.lm_scales for t in self.opts.nnlm_scales for p in penalties]
         return keys
 
     def _decode_graphs(self, log_probs: torch.Tensor, lens: torch.Tensor, utt_ids: Sequence[str]):
@@ -571,8 +604,9 @@ class Decoder:
         k2 = import_k2()
         opts = self.opts
         methods = [m for m in RESCORING_METHODS if m in self.methods]
-        words: Dict[str, List[List[int]]] = {f"{m}_lm_scale_{s:g}": [] for m in methods
-                                             if m != "nnlm-rescoring" for s in opts.lm_scales}
+        settings = [(float(s), float(p)) for s in opts.lm_scales for p in opts.word_penalties]
+        words: Dict[str, List[List[int]]] = {rescore_key(m, s, p): [] for m in methods
+                                             if m != "nnlm-rescoring" for s, p in settings}
         nnlm_lists: List[NnlmCandidates] = []
         for i, (utt, num_arcs) in enumerate(zip(utt_ids, num_arcs_per_fsa(lattice))):
             if num_arcs == 0:  # already counted as an empty lattice
@@ -583,20 +617,22 @@ class Decoder:
                 continue
             utt_lattice = k2.index_fsa(lattice, torch.tensor([i], dtype=torch.int32, device=lattice.device))
             lat, threshold = prune_lattice(utt_lattice, opts.max_lattice_arcs, opts.use_double_scores)
-            whole: Optional[Dict[float, List[int]]] = None  # shared by whole-lattice and NNLM rescoring
+            whole: Optional[Dict[Tuple[float, float], List[int]]] = None  # shared by whole-lattice and NNLM
             for method in methods:
                 if threshold is not None:
                     self.stats.add_pruned(method, utt, num_arcs, lat.num_arcs, threshold)
                 try:
                     if method == "whole-lattice-rescoring" or (method == "nnlm-rescoring" and whole is None):
-                        best = rescore_whole_lattice(lat, self.G_loops, opts.lm_scales, opts.use_double_scores)
-                        whole = {s: path_labels(p)[0] for s, p in best.items()}
+                        best = rescore_whole_lattice(lat, self.G_loops, opts.lm_scales, opts.use_double_scores,
+                                                     opts.word_penalties)
+                        whole = {setting: path_labels(p)[0] for setting, p in best.items()}
                     if method == "whole-lattice-rescoring":
-                        per_scale = whole
+                        per_setting = whole
                     elif method == "nbest-rescoring":
-                        per_scale = self._retrying_paths(
-                            utt, lambda n: {s: seqs[0] for s, seqs in
-                                            rescore_nbest(lat, self.G, opts, opts.lm_scales, num_paths=n).items()})
+                        per_setting = self._retrying_paths(
+                            utt, lambda n: {setting: seqs[0] for setting, seqs in rescore_nbest(
+                                lat, self.G, opts, opts.lm_scales, num_paths=n,
+                                word_penalties=opts.word_penalties).items()})
                     else:
                         extra = [one_best_ids[i]] + list(whole.values())
                         nnlm_lists.append(self._retrying_paths(
@@ -608,14 +644,15 @@ class Decoder:
                         nnlm_lists.append(NnlmCandidates([one_best_ids[i]], torch.zeros(1, dtype=torch.float64),
                                                          torch.zeros(1, dtype=torch.float64)))
                         continue
-                    per_scale = {s: one_best_ids[i] for s in opts.lm_scales}
-                for scale, ids in per_scale.items():
-                    words[f"{method}_lm_scale_{scale:g}"].append(ids)
+                    per_setting = {setting: one_best_ids[i] for setting in settings}
+                for (scale, penalty), ids in per_setting.items():
+                    words[rescore_key(method, scale, penalty)].append(ids)
         if "nnlm-rescoring" in methods:
             seqs = [[self.nnlm_ids[w] for w in seq] for c in nnlm_lists for seq in c.seqs]
-            best = rescore_with_nnlm(nnlm_lists, self.nnlm.score(seqs), opts.lm_scales, opts.nnlm_scales)
-            for (s, t), per_utt in best.items():
-                words[nnlm_key(s, t)] = per_utt
+            best = rescore_with_nnlm(nnlm_lists, self.nnlm.score(seqs), opts.lm_scales, opts.nnlm_scales,
+                                     opts.word_penalties)
+            for (s, t, p), per_utt in best.items():
+                words[nnlm_key(s, t, p)] = per_utt
         return {key: [self._words(ids) for ids in seqs] for key, seqs in words.items()}
 
     def _retrying_paths(self, utt: str, rescore):

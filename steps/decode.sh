@@ -41,7 +41,8 @@ max_intersect_arcs=2000000
 cer=
 help_message="Usage: $0 [--cmd run.pl] [--nj N] [--methods greedy,ctc-decoding,1best,nbest-rescoring,whole-lattice-rescoring,nnlm-rescoring]
   [--test-set NAME] [--hlg HLG.pt] [--G-rescore G.fst.txt] [--lm-scales 0.5,0.8]
-  [--hlg-scales 0.5,1 --word-penalties -1,0 (1best: LM weight x word insertion penalty sweep)] [--nnlm nnlm.pt]
+  [--hlg-scales 0.5,1 (1best: LM weights)] [--word-penalties -1,0 (word insertion penalties, swept with the
+  1best and rescoring scales)] [--nnlm nnlm.pt]
   [--nnlm-scales 0,0.2,0.4] [--nnlm-max-tokens 20000] [--max-duration 200]
   [--device cpu|cuda] [--search-beam 20] [--output-beam 8] [--min-active-states 30]
   [--max-active-states 10000] [--num-paths 100] [--nbest-scale 0.5] [--max-lattice-frames 1500]

@@ -12,7 +12,7 @@ import torch
 import qnet.decode as qdec
 from decode_helpers import HAT_ARPA, frame_log_probs, make_audio_cuts, make_char_lang, make_tiny_model, peaky_frames
 from qnet.decode import Decoder, DecodeOptions, frame_groups, nbest_chunks, num_arcs_per_fsa, prune_lattice
-from qnet.tokens import CharTokenizer
+from qnet.tokens import SPACE, CharTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 RESCORING = ["1best", "whole-lattice-rescoring", "nbest-rescoring"]
@@ -61,11 +61,11 @@ def test_nbest_retries_with_fewer_paths_before_falling_back(lang, monkeypatch):
     original = qdec.rescore_nbest
     tried = []
 
-    def flaky(lattice, G, opts, lm_scales, num_paths=None):
+    def flaky(lattice, G, opts, lm_scales, num_paths=None, **kwargs):
         tried.append(num_paths)
         if num_paths > 2:
             raise RuntimeError("out of memory (simulated)")
-        return original(lattice, G, opts, lm_scales, num_paths=num_paths)
+        return original(lattice, G, opts, lm_scales, num_paths=num_paths, **kwargs)
 
     monkeypatch.setattr(qdec, "rescore_nbest", flaky)
     lp = frame_log_probs(peaky_frames("the cat sat")).unsqueeze(0)
@@ -176,6 +176,40 @@ def test_rescoring_with_a_better_lm_changes_the_1best_to_the_truth(lang, hat_G, 
     assert out[f"{method}_lm_scale_1"] == ["the hat sat"]  # the rescoring LM puts it right
     assert out[f"{method}_lm_scale_0.5"] == ["the hat sat"]
     assert dec.stats.fallback == {}
+
+
+@pytest.mark.parametrize("method", ["whole-lattice-rescoring", "nbest-rescoring"])
+def test_rescoring_word_penalty_sweep(lang, method):
+    # "the cat sat" with a weak "sat" (its frames mostly blank): at penalty 0 the LM drops it; a bonus of 3
+    # nats per word brings it back, a penalty keeps it out; (scale, 0) keys are those of an unswept decode
+    weak = {i: {c: 0.3, "<blk>": 0.6} for i, c in zip((7, 8, 9, 10), (SPACE, "s", "a", "t"))}
+    lp = frame_log_probs(peaky_frames("the cat sat", confusions=weak)).unsqueeze(0)
+    lens = torch.tensor([lp.shape[1]])
+    opts = DecodeOptions(lm_scales=[0.5, 1.0], word_penalties=[-3.0, 0.0, 3.0], num_paths=50)
+    dec = Decoder([method], CharTokenizer(), lang, G_rescore=lang.parent / "G.fst.txt", opts=opts)
+    out = dec.decode(lp, lens, ["u"])
+    assert set(out) == set(dec.result_keys()) == {
+        f"{method}_lm_scale_{s}{f'_wip_{p}' if p else ''}" for s in (0.5, 1) for p in (-3, 0, 3)}
+    assert out[f"{method}_lm_scale_1"] == ["the cat"]
+    assert out[f"{method}_lm_scale_1_wip_-3"] == ["the cat sat"]
+    assert out[f"{method}_lm_scale_1_wip_3"] == ["the cat"]
+    unswept = Decoder([method], CharTokenizer(), lang, G_rescore=lang.parent / "G.fst.txt",
+                      opts=DecodeOptions(lm_scales=[0.5, 1.0], num_paths=50)).decode(lp, lens, ["u"])
+    assert unswept == {k: out[k] for k in unswept}
+
+
+def test_nnlm_rescoring_word_penalty_is_per_word():
+    # am + s * ngram + t * nnlm - p * words: the 3-word candidate wins only once the bonus pays for its
+    # 2.5 nats (2 + 0.5) deficit, i.e. below p = -2.5
+    cands = [qdec.NnlmCandidates([[1, 2], [1, 2, 3]], torch.tensor([0.0, -2.0], dtype=torch.float64),
+                                 torch.tensor([-1.0, -1.5], dtype=torch.float64))]
+    best = qdec.rescore_with_nnlm(cands, torch.tensor([-1.0, -1.0]), [1.0], [0.0, 1.0], [-3.0, -2.0, 0.0])
+    assert set(best) == {(1.0, t, p) for t in (0.0, 1.0) for p in (-3.0, -2.0, 0.0)}
+    for t in (0.0, 1.0):
+        assert best[(1.0, t, 0.0)] == best[(1.0, t, -2.0)] == [[1, 2]]
+        assert best[(1.0, t, -3.0)] == [[1, 2, 3]]
+    assert qdec.nnlm_key(0.5, 0.2) == "nnlm-rescoring_lm_scale_0.5_nnlm_scale_0.2"
+    assert qdec.nnlm_key(0.5, 0.2, -1.0) == "nnlm-rescoring_lm_scale_0.5_nnlm_scale_0.2_wip_-1"
 
 
 def _decode_sh(model, cuts, lang, out, *opts):

@@ -1,7 +1,7 @@
 """Decode lhotse cuts with a QuartzNet CTC model: greedy, ctc-decoding (H), HLG 1best (optionally swept over
-LM weights and word insertion penalties, --hlg-scales/--word-penalties), whole-lattice and
-n-best rescoring with a larger G (LM-scale sweep), and n-best rescoring with G plus a neural LM
-(nnlm-rescoring, --nnlm; both scales swept); write Kaldi text hypotheses and score them.
+LM weights, --hlg-scales), whole-lattice and n-best rescoring with a larger G (LM-scale sweep), and n-best
+rescoring with G plus a neural LM (nnlm-rescoring, --nnlm; both scales swept); every HLG method also sweeps
+the word insertion penalties of --word-penalties. Writes Kaldi text hypotheses and scores them.
 
     python -m qnet.bin.decode --model exp/avg.pt --cuts data/fbank/mini_cuts_test.jsonl.gz \
         --lang-dir data/lang_char --G-rescore data/lm/G_4_gram.fst.txt \
@@ -63,8 +63,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="1best: comma list of weights on HLG's LM scores (each pair with --word-penalties "
                         "decodes its own lattice; pick on a dev set)")
     p.add_argument("--word-penalties", default="0",
-                   help="1best: comma list of word insertion penalties in nats (negative favours words; give negative "
-                        "lists as --word-penalties=-2,-1,0)")
+                   help="1best and the rescoring methods: comma list of word insertion penalties in nats (negative "
+                        "favours words; each with every --hlg-scales or --lm-scales value; give negative lists as "
+                        "--word-penalties=-2,-1,0)")
     p.add_argument("--modified-ctc-topo", type=str2bool, default=False, help="H for ctc-decoding")
     p.add_argument("--score", type=str2bool, default=True, help="score right away (false for split jobs)")
     p.add_argument("--cer", type=str2bool, default=None, help="also CER (default: for character models)")
