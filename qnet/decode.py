@@ -19,8 +19,8 @@ LMWT and word_ins_penalty: 1best with `opts.hlg_scales` (the weight on HLG's LM 
 methods with `opts.lm_scales`. A rescoring method's result keys end in `_wip_P` for P != 0.
 
 NNLM rescoring (`nnlm-rescoring`) scores a list of candidate word sequences per utterance with
-`am + lm_scale * ngram + nnlm_scale * nnlm - word_penalty * words` (natural logs; `am` is the sequence's best path in the HLG
-lattice without the graph's LM scores, `ngram` is G_rescore, `nnlm` the neural LM with `</s>`). The
+`am + lm_scale * ngram + nnlm_scale * nnlm - word_penalty * words` (natural logs; `am` is the sequence's
+best path in the HLG lattice without the graph's LM scores, `ngram` is G_rescore, `nnlm` the neural LM with `</s>`). The
 candidates are the unique n-best paths sampled from the HLG lattice (at most `num_paths`), its 1best,
 and the best path of the whole-lattice-rescored lattice at every lm_scale, so that with nnlm_scale 0
 the method reproduces n-gram rescoring and a positive nnlm_scale can only re-rank those candidates.
@@ -438,8 +438,8 @@ class Decoder:
     Result keys: `greedy`, `ctc-decoding`, `1best`, `1best_lm_scale_S_wip_P` (opts.hlg_scales x
     opts.word_penalties, but for (1, 0), which is `1best`), `whole-lattice-rescoring_lm_scale_S`,
     `nbest-rescoring_lm_scale_S`, `nnlm-rescoring_lm_scale_S_nnlm_scale_N` (opts.lm_scales x opts.nnlm_scales),
-    each of the last three with `_wip_P` appended for every nonzero P of opts.word_penalties. Greedy needs neither k2 nor a
-    lang dir (only `tokenizer`); nnlm-rescoring needs `nnlm` (a qnet.bin.train_nnlm nnlm.pt) and G_rescore."""
+    each of the last three with `_wip_P` appended for every nonzero P of opts.word_penalties. Greedy needs
+    neither k2 nor a lang dir (only `tokenizer`); nnlm-rescoring needs `nnlm` (a qnet.bin.train_nnlm nnlm.pt) and G_rescore."""
 
     def __init__(
         self,
