@@ -439,7 +439,8 @@ class Decoder:
     opts.word_penalties, but for (1, 0), which is `1best`), `whole-lattice-rescoring_lm_scale_S`,
     `nbest-rescoring_lm_scale_S`, `nnlm-rescoring_lm_scale_S_nnlm_scale_N` (opts.lm_scales x opts.nnlm_scales),
     each of the last three with `_wip_P` appended for every nonzero P of opts.word_penalties. Greedy needs
-    neither k2 nor a lang dir (only `tokenizer`); nnlm-rescoring needs `nnlm` (a qnet.bin.train_nnlm nnlm.pt) and G_rescore."""
+    neither k2 nor a lang dir (only `tokenizer`); nnlm-rescoring needs `nnlm` (a qnet.bin.train_nnlm nnlm.pt)
+    and G_rescore."""
 
     def __init__(
         self,
