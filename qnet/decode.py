@@ -22,7 +22,7 @@ NNLM rescoring (`nnlm-rescoring`) scores a list of candidate word sequences per 
 `am + lm_scale * ngram + nnlm_scale * nnlm - word_penalty * words` (natural logs; `am` is the sequence's
 best path in the HLG lattice without the graph's LM scores, `ngram` is G_rescore, `nnlm` the neural LM with `</s>`). The
 candidates are the unique n-best paths sampled from the HLG lattice (at most `num_paths`), its 1best,
-and the best path of the whole-lattice-rescored lattice at every lm_scale, so that with nnlm_scale 0
+and the best path of the whole-lattice-rescored lattice at every (lm_scale, word_penalty), so that with nnlm_scale 0
 the method reproduces n-gram rescoring and a positive nnlm_scale can only re-rank those candidates.
 The NNLM scores the candidates of a whole lattice-generation group at once, in batches of at most
 `nnlm_max_tokens` padded words.
@@ -284,13 +284,13 @@ def rescore_whole_lattice(lattice, G_with_loops, lm_scales: Sequence[float], use
         from qnet.graph import words_per_arc
 
         words = words_per_arc(rescored).to(am_scores.dtype)
+    am_with_penalty = {p: am_scores if p == 0 else am_scores - p * words for p in word_penalties}
     best = {}
     for scale in lm_scales:
         for penalty in word_penalties:
             lat = rescored.clone() if hasattr(rescored, "clone") else rescored
             # divided by the scale (the same argmax): the (scale, 0) scores are those of the unswept code
-            am = am_scores if penalty == 0 else am_scores - penalty * words
-            lat.scores = am / scale + rescored.lm_scores
+            lat.scores = am_with_penalty[penalty] / scale + rescored.lm_scores
             best[(scale, penalty)] = k2.shortest_path(lat, use_double_scores=use_double_scores)
     return best
 
