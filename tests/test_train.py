@@ -278,14 +278,15 @@ def test_kill9_then_same_command_resumes(corpus, tmp_path):
 
 def test_mini_model_learns_a_tiny_tts_corpus(learned):
     """The 'done' check (train_helpers.learning_run; the model is shared with test_transcribe): 240
-    espeak-ng utterances of 1-3 words from a 12-word vocabulary, mini model, 20 epochs on CPU.
+    espeak-ng utterances of 1-3 words from a 12-word vocabulary, mini-s3 model, 30 epochs on CPU.
     Held-out utterances must be mostly right."""
     history = torch.load(learned["model"])["history"]
     train = [h["loss"] for h in history if h["kind"] == "train"]
     valid = [h for h in history if h["kind"] == "valid"]
     assert train[-1] < train[0] / 10
     assert valid[-1]["loss"] < valid[0]["loss"] / 10
-    assert valid[-1]["wer"] < 35.0, [round(v["wer"], 1) for v in valid]
+    # seeds 0-4 and 42-43 ended at 1-4 % valid WER (Intel Xeon); the margin is for other machines
+    assert valid[-1]["wer"] < 15.0, [round(v["wer"], 1) for v in valid]
 
 
 def test_train_sh_cpu_procs_runs_data_parallel_processes_of_one_thread(corpus, tmp_path):
